@@ -1,0 +1,76 @@
+"""Loading the face datasets that preprocess.py writes, from a local folder or the Hugging Face Hub.
+
+Storage layout (documented in README): preprocess.py writes one ``DatasetDict`` per resolution,
+``<output_dir>/32px`` and ``<output_dir>/64px``, each with ``train`` and ``test`` splits and the same
+columns (``image``, ``label`` as ClassLabel, ``source``, ``box``, ``confidence``, ``num_faces``, ``padded``).
+On the Hub the same resolutions are configs of one dataset repo: ``load_dataset(repo_id, "32px")``.
+"""
+
+from pathlib import Path
+
+from .errors import KfaceError
+
+
+def resolution_config(resolution: int) -> str:
+    """Name of the sub-folder (local) and config (Hub) that holds one resolution."""
+    return f"{int(resolution)}px"
+
+
+def load_image_dataset(path_or_id: str, resolution: int | None = None, flag: str = "--dataset"):
+    """Load a ``DatasetDict`` with ``image`` and ``label`` columns.
+
+    ``path_or_id`` is a folder written by ``save_to_disk`` (or by preprocess.py, in which case
+    ``resolution`` picks the ``<res>px`` sub-folder), or a Hub dataset id (``resolution`` picks the config).
+    """
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    path = Path(path_or_id)
+    if path.exists():
+        if resolution is not None and (path / resolution_config(resolution)).is_dir():
+            path = path / resolution_config(resolution)
+        if not (path / "dataset_dict.json").exists():
+            found = sorted(p.name for p in path.glob("*px") if (p / "dataset_dict.json").exists())
+            hint = f"; it holds resolutions {found}: pass --resolution" if found else (
+                "; run preprocess.py first to make one")
+            raise KfaceError(f"{flag} {path} is not a saved DatasetDict (no dataset_dict.json){hint}")
+        ds = load_from_disk(str(path))
+    else:
+        if "/" not in str(path_or_id) or str(path_or_id).startswith((".", "/")):
+            raise KfaceError(f"{flag} {path_or_id} does not exist; give a folder from preprocess.py or a Hub id")
+        config = resolution_config(resolution) if resolution is not None else None
+        try:
+            ds = load_dataset(str(path_or_id), config)
+        except Exception as err:  # offline, unknown repo, missing config: all end the same way for the user
+            raise KfaceError(
+                f"{flag} {path_or_id}: could not load it from the Hugging Face Hub "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                "check the id, your network and HF_HUB_OFFLINE, or give a local folder"
+            ) from None
+    if not isinstance(ds, DatasetDict):
+        raise KfaceError(f"{flag} {path_or_id} holds a single Dataset; save a DatasetDict with train and test splits")
+    check_columns(ds, flag=flag, name=str(path_or_id))
+    return ds
+
+
+def check_columns(ds, flag: str, name: str) -> None:
+    from datasets import ClassLabel, Image
+
+    for split, d in ds.items():
+        missing = [c for c in ("image", "label") if c not in d.column_names]
+        if missing:
+            raise KfaceError(
+                f"{flag} {name}: split '{split}' lacks column(s) {missing} (has {d.column_names}); "
+                "kface expects 'image' and a ClassLabel 'label'"
+            )
+        if not isinstance(d.features["image"], Image):
+            raise KfaceError(f"{flag} {name}: column 'image' of split '{split}' is not an Image feature")
+        if not isinstance(d.features["label"], ClassLabel):
+            raise KfaceError(
+                f"{flag} {name}: column 'label' of split '{split}' is not a ClassLabel; "
+                "cast it with ds.cast_column('label', ClassLabel(names=[...]))"
+            )
+
+
+def class_names(ds) -> list[str]:
+    split = "train" if "train" in ds else next(iter(ds))
+    return list(ds[split].features["label"].names)

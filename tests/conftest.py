@@ -1,0 +1,66 @@
+"""Shared fixtures: everything offline, everything tiny."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_tiny_dataset(path: Path, num_classes: int = 4, train_per_class: int = 16, test_per_class: int = 8,
+                      resolution: int = 32, seed: int = 0):
+    """A DatasetDict shaped like preprocess.py's output: each class is a coloured disc at a jittered place."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(seed)
+    names = [f"{i:04d}" for i in range(num_classes)]
+    colours = rng.uniform(0.2, 1.0, size=(num_classes, 3))
+    yy, xx = np.mgrid[:resolution, :resolution] / resolution
+
+    def split(n):
+        rows = {"image": [], "label": [], "source": []}
+        for c in range(num_classes):
+            for i in range(n):
+                cy, cx = 0.5 + rng.normal(0, 0.08, 2)
+                disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < (0.2 + 0.05 * c) ** 2)[..., None]
+                img = np.where(disc, colours[c], 0.1) + rng.normal(0, 0.03, (resolution, resolution, 3))
+                rows["image"].append(PILImage.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)))
+                rows["label"].append(c)
+                rows["source"].append(f"{names[c]}/{i}.jpg")
+        features = Features({"image": Image(), "label": ClassLabel(names=names), "source": Value("string")})
+        return Dataset.from_dict(rows, features=features)
+
+    ds = DatasetDict(train=split(train_per_class), test=split(test_per_class))
+    ds.save_to_disk(str(path))
+    return ds
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Path of a saved tiny DatasetDict (4 classes, 16 train + 8 test images each, 32 px)."""
+    path = tmp_path_factory.mktemp("tiny") / "32px"
+    make_tiny_dataset(path)
+    return path
+
+
+def run_script(args, cwd=REPO, check=True, timeout=600, launch=False):
+    """Run a repo script as a user would: ``python script.py`` or ``accelerate launch --cpu script.py``."""
+    if launch:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"] + list(args)
+    else:
+        cmd = [sys.executable] + list(args)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
