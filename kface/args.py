@@ -30,3 +30,51 @@ def fraction(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
     return value
+
+
+def checkpointing_every(text: str) -> str:
+    if text == "epoch":
+        return text
+    positive_int(text)
+    return text
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """Where the images come from and how they are read (train_oracle.py, train_ddpm.py)."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", required=False, default=None,
+                   help="preprocess.py output folder, a saved DatasetDict folder, or a Hub dataset id.")
+    g.add_argument("--resolution", type=positive_int, default=None,
+                   help="Image size; picks the <res>px sub-folder/config. Default: the dataset's image size.")
+    g.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="Random horizontal flips of training images.")
+    g.add_argument("--dataloader_num_workers", type=non_negative_int, default=0,
+                   help="Data-loading worker processes (0: in the main process).")
+
+
+def add_training_args(parser: argparse.ArgumentParser, epochs: int = 30, batch_size: int = 64,
+                      learning_rate: float = 1e-3, weight_decay: float = 0.05) -> None:
+    """Optimisation, precision, logging and checkpointing flags, spelled the same in every training script."""
+    g = parser.add_argument_group("training")
+    g.add_argument("--output_dir", required=False, default=None, help="Where the run writes everything.")
+    g.add_argument("--seed", type=int, default=0, help="Seed for weights init, data order and augmentation.")
+    g.add_argument("--epochs", type=positive_int, default=epochs, help="Training epochs.")
+    g.add_argument("--max_train_steps", type=positive_int, default=None,
+                   help="Stop after this many optimiser steps (the schedule is still planned over --epochs); "
+                        "resume later with --resume_from_checkpoint latest.")
+    g.add_argument("--train_batch_size", type=positive_int, default=batch_size, help="Batch size per device.")
+    g.add_argument("--eval_batch_size", type=positive_int, default=256, help="Batch size per device for evaluation.")
+    g.add_argument("--gradient_accumulation_steps", type=positive_int, default=1)
+    g.add_argument("--learning_rate", type=float, default=learning_rate, help="Peak AdamW learning rate.")
+    g.add_argument("--lr_warmup_steps", type=non_negative_int, default=0, help="Linear learning-rate warm-up steps.")
+    g.add_argument("--adam_weight_decay", type=float, default=weight_decay, help="AdamW decoupled weight decay.")
+    g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
+                   help="Default: what `accelerate launch`/`accelerate config` says.")
+    g.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "all", "none"],
+                   help="Experiment tracker(s); one that is not installed is skipped with a warning.")
+    g.add_argument("--checkpointing_steps", type=checkpointing_every, default="epoch",
+                   help="Save a resumable checkpoint every N optimiser steps, or every 'epoch'.")
+    g.add_argument("--checkpoints_total_limit", type=positive_int, default=None,
+                   help="Keep only the newest N checkpoints.")
+    g.add_argument("--resume_from_checkpoint", default=None,
+                   help="'latest' or a checkpoint-<step> folder in --output_dir.")

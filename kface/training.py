@@ -1,0 +1,173 @@
+"""Training-loop pieces shared by train_oracle.py and train_ddpm.py.
+
+Accelerate set-up (trackers that are missing are dropped, not fatal), image datasets as uint8 tensors
+with torchvision v2 augmentation, a stratified validation split, the phase-aware cosine schedule, the
+checkpoint cadence, and a best-weights keeper that travels inside every checkpoint.
+"""
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from .errors import KfaceError
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_report_to(report_to: str) -> list[str] | None:
+    """``--report_to tensorboard|wandb|all|none`` -> the trackers that are installed (others warned about)."""
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    available = {"tensorboard": bool(is_tensorboard_available()), "wandb": bool(is_wandb_available())}
+    wanted = list(available) if report_to == "all" else [] if report_to in ("none", "", None) else [report_to]
+    for name in wanted:
+        if name not in available:
+            raise KfaceError(f"--report_to {report_to}: unknown tracker; use tensorboard, wandb, all or none")
+        if not available[name]:
+            logger.warning("--report_to %s: %s is not installed; not logging to it", report_to, name)
+    kept = [n for n in wanted if available[n]]
+    return kept or None
+
+
+def build_accelerator(output_dir, seed: int, mixed_precision: str | None = None,
+                      gradient_accumulation_steps: int = 1, report_to: str = "tensorboard"):
+    """An ``Accelerator`` logging under ``<output_dir>/logs``, with epoch-seeded (resumable) shuffling."""
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=resolve_report_to(report_to),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(Path(output_dir) / "logs")),
+        # the permutation of epoch e depends only on (seed, e): a mid-epoch resume skips the right batches
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
+    )
+    set_seed(seed)
+    return accelerator
+
+
+def image_transform(resolution: int, train: bool, random_flip: bool = True, translate: float = 0.0,
+                    scale: float = 0.0, color_jitter: float = 0.0):
+    """PIL image -> uint8 CHW tensor at ``resolution``; with ``train``, the light augmentations asked for."""
+    from torchvision.transforms import v2
+
+    steps = [v2.ToImage(), v2.Resize((resolution, resolution), antialias=True)]
+    if train:
+        if random_flip:
+            steps.append(v2.RandomHorizontalFlip())
+        if translate > 0 or scale > 0:
+            steps.append(v2.RandomAffine(degrees=0, translate=(translate, translate) if translate > 0 else None,
+                                         scale=(1 - scale, 1 + scale) if scale > 0 else None))
+        if color_jitter > 0:
+            steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    steps.append(v2.ToDtype(torch.uint8))
+    return v2.Compose(steps)
+
+
+def with_image_transform(dataset, transform):
+    """``dataset`` yielding ``{"pixel_values": uint8 CHW, "labels": int}``, transformed on the fly."""
+
+    def apply(batch):
+        return {"pixel_values": [transform(img.convert("RGB")) for img in batch["image"]],
+                "labels": list(batch["label"])}
+
+    return dataset.with_transform(apply)
+
+
+def image_loader(dataset, batch_size: int, shuffle: bool, num_workers: int = 0):
+    def collate(rows):
+        return {"pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+                "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long)}
+
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                                       collate_fn=collate, drop_last=False)
+
+
+def image_loaders(splits: dict, resolution: int, train_batch_size: int, eval_batch_size: int, num_workers: int = 0,
+                  **augment) -> dict:
+    """One loader per split (``None`` splits skipped); only the one named ``train`` shuffles and augments."""
+    loaders = {}
+    for name, ds in splits.items():
+        if ds is not None:
+            train = name == "train"
+            transform = image_transform(resolution, train=train, **augment)
+            loaders[name] = image_loader(with_image_transform(ds, transform),
+                                         train_batch_size if train else eval_batch_size, shuffle=train,
+                                         num_workers=num_workers)
+    return loaders
+
+
+def split_validation(train, fraction: float, seed: int):
+    """Hold out a class-stratified ``fraction`` of ``train`` for model selection; (train, val or None)."""
+    if fraction <= 0:
+        return train, None
+    num_classes = train.features["label"].num_classes
+    if round(len(train) * fraction) < num_classes:
+        raise KfaceError(f"--val_fraction {fraction}: {len(train)} training images give fewer validation images "
+                         f"than the {num_classes} classes; raise it or pass 0 to keep the last epoch")
+    parts = train.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+    return parts["train"], parts["test"]
+
+
+def _cosine(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def phase_cosine_schedule(optimizer, total_steps: int, warmup_steps: int, frozen_steps: int = 0):
+    """Linear warm-up then cosine to 0, per parameter group.
+
+    Group 0 (head, new stem) follows it from step 0. Group 1 (the backbone), if present, has learning
+    rate 0 for the first ``frozen_steps`` (the frozen-backbone warm-up) and then its own warm-up + cosine
+    over the remaining steps. A rate of exactly 0 makes AdamW leave the parameters untouched (weight
+    decay is scaled by the rate too), and, unlike toggling ``requires_grad``, it is safe under DDP and
+    stored in the scheduler's checkpoint.
+    """
+    from torch.optim.lr_scheduler import LambdaLR
+
+    def head(step):
+        return _cosine(step, warmup_steps, total_steps)
+
+    def backbone(step):
+        return 0.0 if step < frozen_steps else _cosine(step - frozen_steps, warmup_steps, total_steps - frozen_steps)
+
+    return LambdaLR(optimizer, [head, backbone][: len(optimizer.param_groups)])
+
+
+def checkpoint_due(step: int, steps_per_epoch: int, every: str, epoch_end: bool) -> bool:
+    """``--checkpointing_steps epoch|N``. At an epoch end the checkpoint waits for validation, so that
+    the best-model record it holds is up to date; mid-epoch it is taken right away."""
+    if every == "epoch":
+        return epoch_end
+    if step % int(every) != 0:
+        return False
+    return epoch_end or step % steps_per_epoch != 0
+
+
+class BestWeights:
+    """The best weights so far and their validation score; registered for checkpointing, so a resumed
+    run knows its best model. Scores compare as tuples (e.g. ``(accuracy, -loss)``)."""
+
+    def __init__(self):
+        self.score: tuple | None = None
+        self.epoch: int | None = None
+        self.weights: dict | None = None
+
+    def update(self, model: torch.nn.Module, score: tuple, epoch: int) -> bool:
+        if self.score is not None and tuple(score) <= tuple(self.score):
+            return False
+        self.score, self.epoch = tuple(score), int(epoch)
+        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return True
+
+    def state_dict(self) -> dict:
+        return {"score": list(self.score) if self.score else None, "epoch": self.epoch, "weights": self.weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.score = tuple(state["score"]) if state.get("score") else None
+        self.epoch, self.weights = state.get("epoch"), state.get("weights")

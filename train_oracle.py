@@ -1,0 +1,255 @@
+"""Train the identity oracle (a timm ResNet) that judges generated faces, and report it on the test split.
+
+Protocol (the paper's): a frozen-backbone warm-up (only the head and the new small-input stem learn),
+then full fine-tuning; AdamW, cosine schedule, label smoothing, light augmentation. The best epoch on a
+stratified validation split held out of train is kept; the test split is only used for the final report.
+
+    accelerate launch train_oracle.py --dataset data --resolution 32 --model resnet34 \\
+        --warmup_epochs 2 --epochs 30 --output_dir oracle-r34
+
+    accelerate launch train_oracle.py --dataset data --resolution 32 --compare resnet18 resnet34 \\
+        --output_dir oracles                # the paper's Table 1 in oracles/table1.md
+    accelerate launch train_oracle.py --eval_only --oracle oracle-r34 --dataset other --output_dir eval-r34
+
+Writes to --output_dir: model.safetensors, config.json, README.md (model card), metrics.json,
+confusion_matrix.png, train_summary.json, checkpoint-<step>/ and logs/. See docs/oracle.md.
+"""
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from accelerate.logging import get_logger
+from tqdm.auto import tqdm
+
+from kface.args import add_data_args, add_hub_args, add_training_args, non_negative_int
+from kface.checkpointing import latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
+from kface.data import class_names, load_image_dataset
+from kface.errors import KfaceError, run_cli
+from kface.hub import push_folder, require_repo_id
+from kface.io import atomic_write_json, atomic_write_text, check_writable_dir
+from kface.metrics import classification_metrics
+from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, predict_logits,
+                          require_online, save_oracle, use_small_stem, warmup_param_groups, write_model_card)
+from kface.plots import save_confusion_heatmap
+from kface.training import (BestWeights, build_accelerator, checkpoint_due, image_loaders, phase_cosine_schedule,
+                            split_validation)
+
+logger = get_logger(__name__)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_args(p)
+    add_training_args(p, epochs=30, batch_size=64, learning_rate=1e-3, weight_decay=0.05)
+    g = p.add_argument_group("oracle")
+    g.add_argument("--model", default="resnet34", help="timm model name (resnet18, resnet34, ...).")
+    g.add_argument("--compare", nargs="+", default=None, metavar="MODEL",
+                   help="Train each model with the same protocol into --output_dir/<model>; write table1.md/json.")
+    g.add_argument("--pretrained", action="store_true", help="Start from timm's ImageNet weights (Hub download).")
+    g.add_argument("--resume_weights", default=None, help="Local timm/ImageNet state dict (.safetensors/.pth).")
+    g.add_argument("--small_input_stem", choices=["auto", "on", "off"], default="auto",
+                   help="3x3 stride-1 first conv, no max-pool; auto: on for resolution <= 64.")
+    g.add_argument("--warmup_epochs", type=non_negative_int, default=2, help="Frozen-backbone epochs first.")
+    g.add_argument("--label_smoothing", type=float, default=0.1)
+    g.add_argument("--translate", type=float, default=0.1, help="Random translation, fraction of the size.")
+    g.add_argument("--scale", type=float, default=0.1, help="Random scale in [1-s, 1+s].")
+    g.add_argument("--color_jitter", type=float, default=0.2, help="Brightness/contrast/saturation jitter.")
+    g.add_argument("--val_fraction", type=float, default=0.1,
+                   help="Stratified part of train held out to pick the best epoch; 0 keeps the last epoch.")
+    g = p.add_argument_group("evaluation only")
+    g.add_argument("--eval_only", action="store_true", help="Evaluate --oracle on --dataset; no training.")
+    g.add_argument("--oracle", default=None, help="Oracle folder or Hub id for --eval_only.")
+    g.add_argument("--split", default="test", help="Split to evaluate with --eval_only.")
+    add_hub_args(p, kind="model")
+    return p.parse_args(argv)
+
+
+def check_args(args) -> None:
+    if not args.dataset:
+        raise KfaceError("--dataset is required: a preprocess.py output folder, a saved DatasetDict or a Hub id")
+    if not args.output_dir:
+        raise KfaceError("--output_dir is required: where the oracle and its report are written")
+    if args.eval_only and not args.oracle:
+        raise KfaceError("--eval_only needs --oracle PATH_OR_HUB_ID")
+    if not 0 <= args.val_fraction < 1:
+        raise KfaceError(f"--val_fraction {args.val_fraction}: must be in [0, 1)")
+    if args.compare and args.push_to_hub:
+        raise KfaceError("--push_to_hub with --compare: push the oracle you pick, from its own folder")
+    if args.pretrained and not args.eval_only:
+        require_online("--pretrained")  # before loading anything
+    require_repo_id(args.push_to_hub, args.hub_model_id, "--hub_model_id")
+
+
+def make_loaders(args, splits: dict, resolution: int) -> dict:
+    return image_loaders(splits, resolution, args.train_batch_size, args.eval_batch_size, args.dataloader_num_workers,
+                         random_flip=args.random_flip, translate=args.translate, scale=args.scale,
+                         color_jitter=args.color_jitter)
+
+
+def build_optimisation(args, oracle: Oracle, small_stem: bool, steps_per_epoch: int):
+    groups = warmup_param_groups(oracle.model, small_stem, frozen_warmup=args.warmup_epochs > 0)
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    total = steps_per_epoch * (args.warmup_epochs + args.epochs)
+    scheduler = phase_cosine_schedule(optimizer, total, args.lr_warmup_steps, steps_per_epoch * args.warmup_epochs)
+    return optimizer, scheduler, total
+
+
+def validate(accelerator, oracle, loader, names) -> dict:
+    labels, logits = predict_logits(oracle, loader, accelerator)
+    m = classification_metrics(labels, logits, names)
+    return {"accuracy": m["accuracy"], "loss": m["loss"], "macro_f1": m["macro_f1"]}
+
+
+def fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, out: Path, start: int,
+        total: int) -> dict:
+    steps_per_epoch = -(-len(loaders["train"]) // args.gradient_accumulation_steps)
+    stop = min(total, args.max_train_steps or total)
+    step, images, seconds = start, 0, 0.0
+    bar = tqdm(total=stop, initial=start, desc="train", disable=not accelerator.is_local_main_process)
+    for epoch in range(start // steps_per_epoch, args.warmup_epochs + args.epochs):
+        if step >= stop:
+            break
+        loaders["train"].set_epoch(epoch)
+        skip = (step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+        loader = accelerator.skip_first_batches(loaders["train"], skip) if skip else loaders["train"]
+        oracle.train()
+        tic = time.perf_counter()
+        for batch in loader:
+            with accelerator.accumulate(oracle):
+                logits = oracle(batch["pixel_values"])
+                loss = torch.nn.functional.cross_entropy(logits, batch["labels"], label_smoothing=args.label_smoothing)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            images += len(batch["labels"]) * accelerator.num_processes
+            if accelerator.sync_gradients:
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+                accelerator.log({"train/loss": loss.item(), "train/lr_head": scheduler.get_last_lr()[0],
+                                 "train/lr_backbone": scheduler.get_last_lr()[-1]}, step=step)
+                if checkpoint_due(step, steps_per_epoch, args.checkpointing_steps, epoch_end=False):
+                    save_checkpoint(accelerator, out, step, total_limit=args.checkpoints_total_limit)
+                if step >= stop:
+                    break
+        seconds += time.perf_counter() - tic
+        epoch_end = step % steps_per_epoch == 0
+        if epoch_end and "val" in loaders:
+            val = validate(accelerator, oracle, loaders["val"], names)
+            accelerator.log({f"val/{k}": v for k, v in val.items()}, step=step)
+            if best.update(accelerator.unwrap_model(oracle).model, (val["accuracy"], -val["loss"]), epoch):
+                logger.info("epoch %d: new best validation accuracy %.4f (loss %.4f)", epoch, val["accuracy"],
+                            val["loss"])
+        if checkpoint_due(step, steps_per_epoch, args.checkpointing_steps, epoch_end=epoch_end) or step >= stop:
+            save_checkpoint(accelerator, out, step, total_limit=args.checkpoints_total_limit)
+    bar.close()
+    return {"steps": step, "planned_steps": total, "stopped_early": step < total, "steps_per_epoch": steps_per_epoch,
+            "train_images_per_second": images / seconds if seconds > 0 else None}
+
+
+def report(accelerator, model, loader, names, out: Path, dataset: str, split: str, config: dict | None) -> dict:
+    """Metrics of ``model`` on one split: metrics.json, confusion_matrix.png (+ model card with a config)."""
+    labels, logits = predict_logits(model, loader, accelerator)
+    metrics = {"dataset": dataset, "split": split, **classification_metrics(labels, logits, names)}
+    if accelerator.is_main_process:
+        atomic_write_json(out / "metrics.json", metrics)
+        save_confusion_heatmap(metrics["confusion_matrix"], names, out / "confusion_matrix.png",
+                               title=f"{out.name}: {split} accuracy {metrics['accuracy']:.3f}")
+        if config is not None:
+            write_model_card(out, config, metrics, dataset, split)
+    logger.info("%s %s: accuracy %.4f, loss %.4f, macro F1 %.4f, ECE %.4f", out.name, split, metrics["accuracy"],
+                metrics["loss"], metrics["macro_f1"], metrics["ece"])
+    return metrics
+
+
+def train(args, model_name: str, out: Path) -> dict:
+    check_writable_dir(out, "--output_dir")
+    resume = resolve_resume(out, args.resume_from_checkpoint)
+    if resume is None and latest_checkpoint(out) is not None and not args.resume_from_checkpoint:
+        raise KfaceError(f"--output_dir {out} already holds {latest_checkpoint(out).name}; pass "
+                         "--resume_from_checkpoint latest to continue it, or choose a new --output_dir")
+    accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
+                                    args.report_to)
+    ds = load_image_dataset(args.dataset, args.resolution)
+    names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
+    train_ds, val_ds = split_validation(ds["train"], args.val_fraction, args.seed)
+    small = use_small_stem(args.small_input_stem, resolution)
+    model = create_classifier(model_name, len(names), small, args.pretrained, args.resume_weights)
+    oracle = Oracle(model, oracle_config(model_name, names, resolution, small, model))
+    loaders = make_loaders(args, {"train": train_ds, "val": val_ds, "test": ds["test"]}, resolution)
+    # what the prepared (sharded) loader will give: ceil(batches / processes) each, then accumulation
+    steps_per_epoch = -(-(-(-len(loaders["train"]) // accelerator.num_processes)) // args.gradient_accumulation_steps)
+    optimizer, scheduler, total = build_optimisation(args, oracle, small, steps_per_epoch)
+    oracle, optimizer, *prepared = accelerator.prepare(oracle, optimizer, *loaders.values())
+    loaders = dict(zip(loaders, prepared))
+    best = BestWeights()
+    accelerator.register_for_checkpointing(scheduler, best)
+    start = load_checkpoint(accelerator, resume)["step"] if resume else 0
+    accelerator.init_trackers("kface-oracle", config={k: v for k, v in vars(args).items()
+                                                      if isinstance(v, (int, float, str, bool))})
+    logger.info("%s: %d classes at %d px, small stem %s; %d train / %s val / %d test images; %d steps (%d frozen)%s",
+                model_name, len(names), resolution, small, len(train_ds), len(val_ds) if val_ds else 0,
+                len(ds["test"]), total, steps_per_epoch * args.warmup_epochs,
+                f", resuming at {start}" if resume else "")
+    summary = fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, out, start, total)
+    final = accelerator.unwrap_model(oracle)
+    if best.weights is not None:
+        final.model.load_state_dict(best.weights)
+    final.config.update(dataset=str(args.dataset), best_epoch=best.epoch, trained_steps=summary["steps"])
+    if accelerator.is_main_process:
+        save_oracle(final, out)
+        atomic_write_json(out / "train_summary.json", {**summary, "best_epoch": best.epoch, "args": vars(args),
+                                                        "best_validation": best.score})
+    metrics = report(accelerator, oracle, loaders["test"], names, out, str(args.dataset), "test", final.config)
+    accelerator.end_training()
+    return metrics
+
+
+def evaluate_only(args) -> None:
+    out = check_writable_dir(args.output_dir, "--output_dir")
+    accelerator = build_accelerator(out, args.seed, args.mixed_precision, report_to="none")
+    oracle = load_oracle(args.oracle)
+    ds = load_image_dataset(args.dataset, args.resolution or oracle.resolution)
+    if args.split not in ds:
+        raise KfaceError(f"--split {args.split}: {args.dataset} has splits {list(ds)}")
+    names = class_names(ds)
+    if names != oracle.class_names:
+        raise KfaceError(f"--oracle {args.oracle} knows classes {oracle.class_names[:5]}... ({len(oracle.class_names)})"
+                         f" but --dataset has {names[:5]}... ({len(names)}); evaluate on a dataset of the same ids")
+    size = ds[args.split][0]["image"].size[0]  # keep the native size: the oracle resizes as it would in RCA
+    loader = make_loaders(args, {args.split: ds[args.split]}, size)[args.split]
+    oracle, loader = accelerator.prepare(oracle, loader)
+    report(accelerator, oracle, loader, names, out, str(args.dataset), args.split, None)
+
+
+def compare(args) -> None:
+    """Same protocol for each --compare model; the paper's Table 1 in table1.md and table1.json."""
+    root = Path(args.output_dir)
+    table, markdown = comparison_table({name: train(args, name, root / name) for name in args.compare})
+    if PartialState().is_main_process:
+        atomic_write_json(root / "table1.json", table)
+        atomic_write_text(root / "table1.md", markdown)
+
+
+def main(args) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    for name in ("__main__", "kface"):  # our progress at INFO; libraries' (accelerate's per-file saves) stay quiet
+        logging.getLogger(name).setLevel(logging.INFO)
+    check_args(args)
+    if args.eval_only:
+        return evaluate_only(args)
+    if args.compare:
+        return compare(args)
+    out = Path(args.output_dir)
+    train(args, args.model, out)
+    if args.push_to_hub:
+        logger.info("pushed to %s", push_folder(out, args.hub_model_id, args.hub_token, args.hub_private))
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())
