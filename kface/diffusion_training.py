@@ -1,0 +1,192 @@
+"""Training pieces of the class-conditional DDPM (train_ddpm.py): the loss, label dropout, EMA, the
+validation grid, and writing the finished pipeline with its model card.
+
+``resume_batches``, ``check_finite``, ``ema_weights`` and ``log_images`` are not diffusion-specific: candidates
+for kface/training.py, to be shared with train_oracle.py.
+"""
+
+import json
+import math
+import os
+import shutil
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import KfaceError
+from .io import atomic_write_text
+from .pipeline import ClassConditionalDDPMPipeline, image_generators
+from .plots import save_image_grid
+
+
+def drop_labels(labels: torch.Tensor, null_id: int, drop_prob: float) -> torch.Tensor:
+    """Replace each label by the null class with probability ``drop_prob``: one network learns both the
+    conditional and the unconditional model that classifier-free guidance mixes (Ho & Salimans 2022, alg. 1)."""
+    if drop_prob <= 0:
+        return labels
+    dropped = torch.rand(labels.shape, device=labels.device) < drop_prob
+    return torch.where(dropped, torch.full_like(labels, null_id), labels)
+
+
+def denoising_loss(unet, noise_scheduler, x0: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The simple DDPM loss (Ho et al. 2020, eq. 14), or its v-prediction form (Salimans & Ho 2022).
+
+    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4, ``add_noise``) with t uniform in [0, T);
+    the target is eps, or v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (``get_velocity``).
+    """
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+    x_t = noise_scheduler.add_noise(x0, noise, t)
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(x0, noise, t)
+    else:
+        raise KfaceError(f"--prediction_type {prediction_type}: use epsilon or v_prediction")
+    prediction = unet(x_t, t, class_labels=labels).sample
+    # the loss in fp32 even under autocast: a bf16 mean over a batch of images loses the small values
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def check_finite(value: torch.Tensor, what: str, step: int) -> None:
+    """Stop the run on a NaN or inf before it reaches the weights (and so any checkpoint).
+
+    ``value.item()`` is a device sync point; once per optimiser step it costs little next to the step.
+    """
+    number = float(value.detach().float().item())
+    if not math.isfinite(number):
+        raise KfaceError(
+            f"{what} became {number} at step {step}: training diverged; lower --learning_rate, train in "
+            "fp32 (--mixed_precision no) or tighten --max_grad_norm, and resume from the last checkpoint "
+            "(--resume_from_checkpoint latest), which holds no non-finite weights"
+        )
+
+
+def resume_batches(accelerator, loader, epoch: int, steps_done_in_epoch: int, accumulation: int):
+    """The batches of ``epoch`` still to run after ``steps_done_in_epoch`` optimiser steps of it.
+
+    The shuffling order of an epoch depends only on (seed, epoch) (see ``build_accelerator``), so a
+    resumed run sees the same remaining batches as an uninterrupted one.
+    """
+    loader.set_epoch(epoch)
+    skip = steps_done_in_epoch * accumulation
+    return accelerator.skip_first_batches(loader, skip) if skip else loader
+
+
+def create_ema(unet, max_decay: float, inv_gamma: float, power: float):
+    """diffusers ``EMAModel`` with warm-up: decay = min(max_decay, 1 - (1 + step / inv_gamma) ** -power).
+
+    It has ``state_dict`` / ``load_state_dict``, so ``accelerator.register_for_checkpointing`` saves it.
+    """
+    from diffusers import UNet2DModel
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(unet.parameters(), decay=max_decay, use_ema_warmup=True, inv_gamma=inv_gamma, power=power,
+                    model_cls=UNet2DModel, model_config=unet.config)
+
+
+@contextmanager
+def ema_weights(ema, model):
+    """Inside the block ``model`` holds the EMA weights (if ``ema``); its own weights come back on exit."""
+    if ema is None:
+        yield model
+        return
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    try:
+        yield model
+    finally:
+        ema.restore(model.parameters())
+
+
+def sample_class_grid(unet, scheduler, class_names: list[str], images_per_class: int, guidance_scale: float,
+                      num_inference_steps: int, seed: int, batch_size: int, autocast=None) -> torch.Tensor:
+    """uint8 NCHW samples, ``images_per_class`` for each class in turn (a row per class in a grid).
+
+    Image i of class c uses its own generator, seeded from (seed, c, i), so grids of successive
+    validations show the same noise and differ only by the weights.
+    """
+    pipe = ClassConditionalDDPMPipeline(unet, scheduler, class_names=class_names)
+    pipe.set_progress_bar_config(disable=True)
+    labels = [c for c in range(len(class_names)) for _ in range(images_per_class)]
+    indices = [i for _ in range(len(class_names)) for i in range(images_per_class)]
+    was_training, images = unet.training, []
+    unet.eval()
+    try:
+        with autocast or nullcontext():
+            for start in range(0, len(labels), batch_size):
+                part = slice(start, start + batch_size)
+                images.append(pipe(labels[part], guidance_scale=guidance_scale, output_type="uint8",
+                                   generator=image_generators(seed, labels[part], indices[part]),
+                                   num_inference_steps=num_inference_steps).images.cpu())
+    finally:
+        unet.train(was_training)
+    return torch.cat(images)
+
+
+def save_class_grid(images: torch.Tensor, class_names: list[str], images_per_class: int, path) -> Path:
+    """The grid of ``sample_class_grid`` as a PNG (atomic), each row titled with its class."""
+    titles = [class_names[k // images_per_class] if k % images_per_class == 0 else "" for k in range(len(images))]
+    return save_image_grid(images.numpy(), path, ncols=images_per_class, titles=titles)
+
+
+def log_images(accelerator, tag: str, images: torch.Tensor, nrow: int, step: int) -> None:
+    """A uint8 NCHW batch as one grid image in every tracker that takes images (TensorBoard, W&B)."""
+    if not accelerator.trackers:
+        return
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images, nrow=nrow, padding=1).permute(1, 2, 0).numpy()  # HWC uint8
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({tag: grid[None]}, step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({tag: [grid]}, step)
+
+
+def save_pipeline(pipeline, output_dir) -> None:
+    """``save_pretrained`` into ``output_dir`` (which also holds checkpoints and samples) without a
+    half-written pipeline: built in a staging folder, moved part by part, ``model_index.json`` last."""
+    output_dir = Path(output_dir)
+    staging = output_dir / ".pipeline.incomplete"
+    shutil.rmtree(staging, ignore_errors=True)
+    pipeline.save_pretrained(staging)
+    (output_dir / "model_index.json").unlink(missing_ok=True)  # the folder is "no pipeline" until the end
+    for part in sorted(staging.iterdir(), key=lambda p: p.name == "model_index.json"):
+        target = output_dir / part.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(part, target)
+    staging.rmdir()
+
+
+def write_model_card(output_dir, config: dict, class_names: list[str], dataset: str, grid: str | None) -> None:
+    """README.md for the Hub: how to load the pipeline, what it was trained on, the last sample grid."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    is_hub_id = "/" in dataset and not Path(dataset).exists()
+    data = ModelCardData(library_name="diffusers", license="other", datasets=[dataset] if is_hub_id else None,
+                         tags=["kface", "ddpm", "class-conditional", "classifier-free-guidance"])
+    shown = ", ".join(class_names[:20]) + (" ..." if len(class_names) > 20 else "")
+    body = "\n".join([
+        "---", data.to_yaml(), "---", "",
+        f"# Class-conditional DDPM ({config['resolution']} px, {len(class_names)} classes)", "",
+        f"Trained with kface `train_ddpm.py` on `{dataset}` for {config['trained_steps']} steps; "
+        f"classifier-free guidance with label dropout {config['cond_drop_prob']}; "
+        f"{config['prediction_type']} prediction, {config['beta_schedule']} schedule, T = {config['ddpm_num_steps']}; "
+        f"weights: {'EMA' if config['use_ema'] else 'raw (no EMA)'}.", "",
+        f"Classes: {shown}", "", "## Use", "", "```python",
+        "from kface.pipeline import ClassConditionalDDPMPipeline, make_scheduler",
+        "pipe = ClassConditionalDDPMPipeline.from_pretrained(\"<this folder or repo id>\")",
+        "pipe.scheduler = make_scheduler(\"dpmsolver\", pipe.scheduler.config)",
+        f"images = pipe([{class_names[0]!r}] * 4, guidance_scale=3.0, num_inference_steps=25).images",
+        "```", "", "Without kface: see docs/ddpm.md of kface (UNet2DModel + scheduler subfolders; class names "
+        "in model_index.json; the last class index is the null class).", "",
+    ] + ([f"## Samples (a row per class, guidance {config['validation_guidance']})", "", f"![samples]({grid})", ""]
+         if grid else []) + ["## Training configuration", "", "```json",
+                             json.dumps(config, indent=2, default=str), "```", ""])
+    ModelCard(body)  # validates the metadata block
+    atomic_write_text(Path(output_dir) / "README.md", body)

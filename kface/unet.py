@@ -1,0 +1,86 @@
+"""Building the class-conditional UNet: the paper's architecture presets and JSON overrides.
+
+The UNet is a plain diffusers ``UNet2DModel`` with ``num_class_embeds = num_classes + 1``: class ``i`` uses
+embedding row ``i`` and the last row (index ``num_classes``) is the null class of classifier-free guidance.
+The class names travel in the pipeline config (``model_index.json``, see kface.pipeline), not in the UNet
+config: diffusers warns about every config key that ``UNet2DModel.__init__`` does not take.
+"""
+
+import json
+from pathlib import Path
+
+from .errors import KfaceError
+
+# The paper (sec. 4.2): three levels (64, 128, 256) at 32 px, four levels (64, 128, 256, 512) at 64 px,
+# GroupNorm, sinusoidal time embedding, "a U-Net with attention". It does not say where the attention sits;
+# we follow DDPM (Ho et al. 2020), which puts self-attention at the 16x16 feature map.
+PRESETS = {
+    ("paper", 32): dict(
+        block_out_channels=(64, 128, 256), layers_per_block=2,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    ),
+    ("paper", 64): dict(
+        block_out_channels=(64, 128, 256, 512), layers_per_block=2,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    ),
+}
+# A model that trains at a useful speed on a laptop CPU, for the demo and the smoke tests.
+TINY = dict(
+    block_out_channels=(32, 64, 64), layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+)
+PRESET_NAMES = ("paper", "tiny")
+
+
+def preset_config(preset: str, resolution: int) -> dict:
+    """UNet2DModel kwargs of an architecture preset at one resolution."""
+    if preset == "tiny":
+        return dict(TINY)
+    if (preset, resolution) not in PRESETS:
+        known = sorted({p for p, _ in PRESETS} | {"tiny"})
+        raise KfaceError(f"--preset {preset} at --resolution {resolution}: no such preset; use one of {known} "
+                         "(the paper presets exist for 32 and 64 px), or give --model_config")
+    return dict(PRESETS[(preset, resolution)])
+
+
+def read_model_config(path) -> dict:
+    """Read a JSON file of UNet2DModel kwargs (``--model_config``)."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text())
+    except OSError as err:
+        raise KfaceError(f"--model_config {path}: cannot read it ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise KfaceError(f"--model_config {path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise KfaceError(f"--model_config {path}: expected a JSON object of UNet2DModel arguments")
+    return config
+
+
+def build_unet(resolution: int, class_names: list[str], preset: str = "paper", overrides: dict | None = None):
+    """A fresh class-conditional ``UNet2DModel`` for ``resolution`` px RGB images.
+
+    ``overrides`` (e.g. from ``--model_config``) replace preset keys; the class embedding, image size and
+    channels are always set here, because the rest of kface relies on them.
+    """
+    from diffusers import UNet2DModel
+
+    config = preset_config(preset, resolution)
+    config.update(overrides or {})
+    reserved = {"num_class_embeds", "class_embed_type", "sample_size", "class_names"} & set(overrides or {})
+    if reserved:
+        raise KfaceError(f"--model_config sets {sorted(reserved)}; kface sets these from the dataset and "
+                         "--resolution: remove them")
+    config.update(sample_size=resolution, in_channels=3, out_channels=3, num_class_embeds=len(class_names) + 1)
+    try:
+        unet = UNet2DModel(**config)
+    except (TypeError, ValueError) as err:
+        raise KfaceError(f"--model_config / --preset {preset}: UNet2DModel rejected the config ({err})") from None
+    return unet
+
+
+def num_parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())

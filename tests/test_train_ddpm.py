@@ -1,0 +1,160 @@
+"""train_ddpm.py end to end (accelerate launch, resume, divergence) and its library pieces."""
+
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from kface.diffusion_training import check_finite, denoising_loss, drop_labels
+from kface.errors import KfaceError
+from kface.pipeline import ClassConditionalDDPMPipeline
+
+from conftest import run_script
+
+MODEL_CONFIG = {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
+                "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}
+
+
+def ddpm_args(dataset, out, model_config, *extra):
+    return ["train_ddpm.py", "--dataset", str(dataset), "--output_dir", str(out), "--model_config", str(model_config),
+            "--train_batch_size", "8", "--lr_warmup_steps", "1", "--report_to", "none",
+            "--validation_images_per_class", "2", "--validation_inference_steps", "3", *extra]
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """The scripts run a tiny model: one thread per process (measured under load on 2 shared cores: 122 s
+    with accelerate's default of 2 threads, 38 s with 1). In-process tests get the same."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def model_config(tmp_path):
+    path = tmp_path / "unet.json"
+    path.write_text(json.dumps(MODEL_CONFIG))
+    return path
+
+
+def checkpoints(out):
+    return {p.name for p in out.glob("checkpoint-*")}
+
+
+@pytest.mark.slow
+def test_train_resume_and_outputs(tiny_dataset, model_config, tmp_path):
+    out = tmp_path / "ddpm"
+    common = ["--checkpointing_steps", "2", "--checkpoints_total_limit", "2", "--validation_steps", "4"]
+    run_script(ddpm_args(tiny_dataset, out, model_config, *common, "--max_train_steps", "5"), launch=True)
+    for name in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                 "scheduler/scheduler_config.json", "README.md", "training_config.json"):
+        assert (out / name).is_file(), name
+    assert checkpoints(out) == {"checkpoint-4", "checkpoint-5"}  # every 2 steps, the last one, newest 2 kept
+    assert {p.name for p in (out / "samples").iterdir()} == {"step-4.png", "step-5.png"}
+    assert "![samples](samples/step-5.png)" in (out / "README.md").read_text()
+    config = json.loads((out / "training_config.json").read_text())
+    assert config["trained_steps"] == 5 and config["args"]["cond_drop_prob"] == 0.1
+    assert config["class_names"] == ["0000", "0001", "0002", "0003"]
+
+    # the saved UNet holds the EMA weights of the last checkpoint, not the raw ones
+    pipe = ClassConditionalDDPMPipeline.from_pretrained(out)
+    assert pipe.class_names == ["0000", "0001", "0002", "0003"] and pipe.unet.config.num_class_embeds == 5
+    states = [torch.load(f, weights_only=False) for f in (out / "checkpoint-5").glob("custom_checkpoint_*.pkl")]
+    [ema] = [state for state in states if "shadow_params" in state]
+    for saved, shadow in zip(pipe.unet.parameters(), ema["shadow_params"]):
+        torch.testing.assert_close(saved, shadow)
+    images = pipe(["0002", "0000"], num_inference_steps=2, guidance_scale=2.0, output_type="uint8").images
+    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8
+
+    # a longer run continues from step 5 with the same data order and schedule (plain python: saves a launch)
+    proc = run_script(ddpm_args(tiny_dataset, out, model_config, *common, "--max_train_steps", "7",
+                                "--resume_from_checkpoint", "latest"))
+    assert "resuming at step 5" in proc.stderr
+    assert checkpoints(out) == {"checkpoint-6", "checkpoint-7"}
+    assert json.loads((out / "training_config.json").read_text())["trained_steps"] == 7
+    assert (out / "samples" / "step-7.png").is_file()
+
+
+@pytest.mark.slow
+def test_diverging_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tiny_dataset, model_config, tmp_path):
+    out = tmp_path / "nan"
+    proc = run_script(ddpm_args(tiny_dataset, out, model_config, "--checkpointing_steps", "1", "--max_train_steps",
+                                "6", "--learning_rate", "1e10", "--max_grad_norm", "0", "--lr_warmup_steps", "0"),
+                      check=False)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    match = re.match(r"error: the loss became (nan|inf|-inf) at step (\d+): training diverged; lower "
+                     r"--learning_rate", last)
+    assert match, proc.stderr[-2000:]
+    failed = int(match.group(2))
+    assert checkpoints(out) == {f"checkpoint-{s}" for s in range(1, failed)}
+    assert not (out / "model_index.json").exists() and "Traceback" not in proc.stderr
+
+
+def test_refuses_to_restart_over_checkpoints_and_bad_flags(tmp_path, tiny_dataset):
+    import train_ddpm
+
+    out = tmp_path / "old"
+    (out / "checkpoint-3").mkdir(parents=True)
+    (out / "checkpoint-3" / "kface_state.json").write_text('{"step": 3}')
+    with pytest.raises(KfaceError, match="already holds checkpoint-3; pass --resume_from_checkpoint latest"):
+        train_ddpm.main(train_ddpm.parse_args(["--dataset", str(tiny_dataset), "--output_dir", str(out)]))
+    with pytest.raises(KfaceError, match="--cond_drop_prob 1.5"):
+        train_ddpm.main(train_ddpm.parse_args(["--dataset", "x", "--output_dir", str(out), "--cond_drop_prob", "1.5"]))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_denoising_loss_targets(prediction_type):
+    """A stand-in network that knows x_0 computes the exact target from x_t; the loss must be ~0."""
+    sched = DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type, beta_schedule="squaredcos_cap_v2")
+    x0 = torch.rand(16, 3, 8, 8) * 2 - 1
+
+    def exact(x_t, t, class_labels):
+        a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        return SimpleNamespace(sample=eps if prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0)
+
+    def wrong(x_t, t, class_labels):  # eps where v is expected and the reverse
+        a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        v = a.sqrt() * eps - (1 - a).sqrt() * x0
+        return SimpleNamespace(sample=eps if prediction_type == "v_prediction" else v)
+
+    labels = torch.zeros(16, dtype=torch.long)
+    assert denoising_loss(exact, sched, x0, labels).item() < 1e-6
+    assert denoising_loss(wrong, sched, x0, labels).item() > 0.05
+
+
+def test_drop_labels_rate_and_values():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 10, (20000,))
+    dropped = drop_labels(labels, null_id=10, drop_prob=0.1)
+    changed = dropped != labels
+    assert abs(changed.float().mean().item() - 0.1) < 0.01  # binomial sd ~0.002
+    assert (dropped[changed] == 10).all() and torch.equal(dropped[~changed], labels[~changed])
+    assert torch.equal(drop_labels(labels, 10, 0.0), labels)
+
+
+def test_check_finite():
+    check_finite(torch.tensor(1.5), "the loss", 3)
+    with pytest.raises(KfaceError, match="the gradient norm became inf at step 7"):
+        check_finite(torch.tensor(float("inf")), "the gradient norm", 7)
+
+
+def test_resume_batches_skip_whole_optimiser_steps(tmp_path):
+    from kface.diffusion_training import resume_batches
+    from kface.training import build_accelerator
+
+    accelerator = build_accelerator(tmp_path, seed=5, report_to="none")
+    data = torch.utils.data.TensorDataset(torch.arange(24))
+    loader = accelerator.prepare(torch.utils.data.DataLoader(data, batch_size=2, shuffle=True))
+    loader.set_epoch(1)
+    epoch1 = [b[0].tolist() for b in loader]
+    # 2 optimiser steps done with 3 micro-batches each: the first 6 batches of the epoch are used up
+    assert [b[0].tolist() for b in resume_batches(accelerator, loader, 1, 2, accumulation=3)] == epoch1[6:]
+    assert [b[0].tolist() for b in resume_batches(accelerator, loader, 1, 0, accumulation=3)] == epoch1

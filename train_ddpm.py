@@ -1,0 +1,253 @@
+"""Train a class-conditional DDPM with classifier-free guidance on a face dataset from preprocess.py.
+
+The paper's UNet2DModel presets (32 px: 64-128-256, 64 px: 64-128-256-512), T = 1000, AdamW at 1e-4 with
+warm-up and cosine decay, EMA weights, and, unlike the paper, label dropout to a null class so that
+sampling can use classifier-free guidance (see docs/ddpm.md).
+
+    accelerate launch train_ddpm.py --dataset data --resolution 32 --preset paper --epochs 300 \\
+        --train_batch_size 64 --mixed_precision bf16 --output_dir ddpm-32 --validation_steps 2000
+    accelerate launch train_ddpm.py ... --output_dir ddpm-32 --resume_from_checkpoint latest   # continue
+
+Writes to --output_dir: the pipeline (model_index.json, unet/, scheduler/; EMA weights), README.md (model
+card), training_config.json, samples/step-<N>.png (a row per class), checkpoint-<step>/ and logs/.
+"""
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import torch
+from accelerate.logging import get_logger
+from diffusers import DDPMScheduler
+from diffusers.optimization import SchedulerType, get_scheduler
+from tqdm.auto import tqdm
+
+from kface.args import add_data_args, add_hub_args, add_training_args, non_negative_int, positive_int
+from kface.checkpointing import latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
+from kface.data import class_names, load_image_dataset
+from kface.diffusion_training import (check_finite, create_ema, denoising_loss, drop_labels, ema_weights,
+                                      log_images, resume_batches, sample_class_grid, save_class_grid, save_pipeline,
+                                      write_model_card)
+from kface.errors import KfaceError, run_cli
+from kface.hub import push_folder, require_repo_id
+from kface.io import atomic_write_json, check_writable_dir
+from kface.pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, make_scheduler
+from kface.training import build_accelerator, checkpoint_due, image_loaders
+from kface.unet import PRESET_NAMES, build_unet, num_parameters, read_model_config
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_args(p)
+    add_training_args(p, epochs=300, batch_size=64, learning_rate=1e-4, weight_decay=1e-6)
+    p.set_defaults(lr_warmup_steps=500, checkpointing_steps="2000", checkpoints_total_limit=3)
+    g = p.add_argument_group("model and diffusion")
+    g.add_argument("--preset", choices=PRESET_NAMES, default="paper", help="UNet architecture preset.")
+    g.add_argument("--model_config", default=None, help="JSON file of UNet2DModel kwargs overriding the preset.")
+    g.add_argument("--ddpm_num_steps", type=positive_int, default=1000, help="Diffusion steps T.")
+    g.add_argument("--beta_schedule", choices=["linear", "squaredcos_cap_v2"], default="linear")
+    g.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default="epsilon")
+    g.add_argument("--cond_drop_prob", type=float, default=0.1,
+                   help="Probability of training on the null class instead of the label (classifier-free guidance).")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr_scheduler", default="cosine", choices=[t.value for t in SchedulerType],
+                   help="diffusers.optimization.get_scheduler schedule (after --lr_warmup_steps).")
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping (0: off).")
+    g.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="Keep and save EMA weights.")
+    g.add_argument("--ema_max_decay", type=float, default=0.9999)
+    g.add_argument("--ema_inv_gamma", type=float, default=1.0)
+    g.add_argument("--ema_power", type=float, default=3 / 4)
+    g = p.add_argument_group("validation")
+    g.add_argument("--validation_steps", type=non_negative_int, default=2000,
+                   help="Sample a grid every N steps (and at the end); 0: only at the end.")
+    g.add_argument("--validation_images_per_class", type=positive_int, default=8)
+    g.add_argument("--validation_guidance", type=float, default=3.0)
+    g.add_argument("--validation_inference_steps", type=positive_int, default=50)
+    g.add_argument("--validation_scheduler", default="ddim", choices=sorted(SCHEDULERS),
+                   help="Sampler for the validation grids (kface.pipeline.make_scheduler).")
+    add_hub_args(p, kind="model")
+    return p.parse_args(argv)
+
+
+def check_args(args) -> None:
+    if not args.dataset:
+        raise KfaceError("--dataset is required: a preprocess.py output folder, a saved DatasetDict or a Hub id")
+    if not args.output_dir:
+        raise KfaceError("--output_dir is required: where the pipeline, checkpoints and samples are written")
+    if not 0 <= args.cond_drop_prob < 1:
+        raise KfaceError(f"--cond_drop_prob {args.cond_drop_prob}: must be in [0, 1); 0.1 is the usual choice")
+    require_repo_id(args.push_to_hub, args.hub_model_id, "--hub_model_id")
+
+
+def build_model(args, names: list[str], resolution: int):
+    overrides = read_model_config(args.model_config) if args.model_config else None
+    unet = build_unet(resolution, names, preset=args.preset, overrides=overrides)
+    noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.beta_schedule,
+                                    prediction_type=args.prediction_type)
+    return unet, noise_scheduler
+
+
+def make_loader(args, train_ds, resolution: int, num_processes: int):
+    """Flipped uint8 training batches, and the optimiser steps per epoch they make."""
+    loader = image_loaders({"train": train_ds}, resolution, args.train_batch_size, args.eval_batch_size,
+                           args.dataloader_num_workers, random_flip=args.random_flip)["train"]
+    # what the prepared (sharded) loader will give: ceil(batches / processes) each, then accumulation
+    steps_per_epoch = -(-(-(-len(loader) // num_processes)) // args.gradient_accumulation_steps)
+    return loader, steps_per_epoch
+
+
+def run_config(args, resolution: int, names: list[str], unet) -> dict:
+    """What training_config.json and the model card record: every flag plus what was resolved from them."""
+    keys = ("cond_drop_prob", "prediction_type", "beta_schedule", "ddpm_num_steps", "use_ema", "validation_guidance")
+    return {"args": vars(args), "resolution": resolution, "class_names": names, "num_parameters": num_parameters(unet),
+            "unet": dict(unet.config), **{k: getattr(args, k) for k in keys}}
+
+
+def build_optimisation(args, unet, steps_per_epoch: int):
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    total = steps_per_epoch * args.epochs
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps,
+                                 num_training_steps=total)
+    return optimizer, lr_scheduler, total
+
+
+def validate(args, accelerator, unet, ema, noise_scheduler, names, out: Path, step: int) -> str | None:
+    """A grid of EMA samples, a row per class, to samples/step-<N>.png and the trackers."""
+    if not accelerator.is_main_process:
+        return None
+    model = accelerator.unwrap_model(unet)
+    with ema_weights(ema, model):
+        images = sample_class_grid(model, make_scheduler(args.validation_scheduler, noise_scheduler.config), names,
+                                   args.validation_images_per_class, args.validation_guidance,
+                                   args.validation_inference_steps, args.seed, args.eval_batch_size,
+                                   autocast=accelerator.autocast())
+    path = save_class_grid(images, names, args.validation_images_per_class, out / "samples" / f"step-{step}.png")
+    log_images(accelerator, "samples", images, args.validation_images_per_class, step)
+    logger.info("step %d: samples in %s", step, path)
+    return str(path.relative_to(out))
+
+
+def optimisation_step(args, accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, null_id: int,
+                      step: int) -> torch.Tensor:
+    """One micro-batch: label dropout, loss, backward, clipping, update (when the accumulation is complete)."""
+    x0 = batch["pixel_values"].float() / 127.5 - 1  # uint8 -> [-1, 1]
+    with accelerator.accumulate(unet):
+        labels = drop_labels(batch["labels"], null_id, args.cond_drop_prob)
+        loss = denoising_loss(unet, noise_scheduler, x0, labels)
+        check_finite(loss, "the loss", step)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and args.max_grad_norm > 0:
+            norm = accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+            check_finite(norm, "the gradient norm", step)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if accelerator.sync_gradients:  # the schedule counts optimiser steps, whatever the number of processes
+        lr_scheduler.step()
+    return loss
+
+
+def train(args, accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler, loader, names, out: Path,
+          start: int, total: int) -> dict:
+    steps_per_epoch = -(-len(loader) // args.gradient_accumulation_steps)
+    stop = min(total, args.max_train_steps or total)
+    step, images, seconds, grid = start, 0, 0.0, None
+    bar = tqdm(total=stop, initial=start, desc="train", disable=not accelerator.is_local_main_process)
+    try:  # the bar is closed before an error is reported, so that the error stays the last line
+        for epoch in range(start // steps_per_epoch, args.epochs):
+            if step >= stop:
+                break
+            tic = time.perf_counter()
+            for batch in resume_batches(accelerator, loader, epoch, step - epoch * steps_per_epoch,
+                                        args.gradient_accumulation_steps):
+                loss = optimisation_step(args, accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch,
+                                         len(names), step + 1)
+                images += len(batch["labels"]) * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                if ema is not None:
+                    ema.step(unet.parameters())
+                logs = {"train/loss": loss.item(), "train/lr": lr_scheduler.get_last_lr()[0],
+                        **({"train/ema_decay": ema.cur_decay_value} if ema is not None else {})}
+                accelerator.log(logs, step=step)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{logs['train/loss']:.4f}")
+                seconds += time.perf_counter() - tic  # throughput: data + training steps, not saving/sampling
+                if checkpoint_due(step, steps_per_epoch, args.checkpointing_steps, step % steps_per_epoch == 0):
+                    save_checkpoint(accelerator, out, step, total_limit=args.checkpoints_total_limit)
+                if (args.validation_steps and step % args.validation_steps == 0) or step == stop:
+                    grid = validate(args, accelerator, unet, ema, noise_scheduler, names, out, step)
+                if step >= stop:
+                    break
+                tic = time.perf_counter()
+    finally:
+        bar.close()
+    return {"trained_steps": step, "planned_steps": total, "steps_per_epoch": steps_per_epoch, "last_grid": grid,
+            "train_images_per_second": round(images / seconds, 2) if seconds > 0 else None}
+
+
+def finish(args, accelerator, unet, ema, noise_scheduler, names, out: Path, config: dict, summary: dict) -> None:
+    """The pipeline with EMA weights, training_config.json and the model card; a last checkpoint."""
+    if not (out / f"checkpoint-{summary['trained_steps']}").exists():  # so that a longer run can resume here
+        save_checkpoint(accelerator, out, summary["trained_steps"], total_limit=args.checkpoints_total_limit)
+    if not accelerator.is_main_process:
+        return
+    model = accelerator.unwrap_model(unet)
+    config.update(summary)
+    with ema_weights(ema, model):
+        pipe = ClassConditionalDDPMPipeline(model, noise_scheduler, class_names=names)
+        save_pipeline(pipe, out)
+    atomic_write_json(out / "training_config.json", config)
+    write_model_card(out, config, names, str(args.dataset), summary["last_grid"])
+
+
+def main(args) -> None:
+    # this script's and kface's INFO lines; the libraries' (accelerate, diffusers) from WARNING up
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("kface").setLevel(logging.INFO)
+    check_args(args)
+    out = check_writable_dir(args.output_dir, "--output_dir")
+    resume = resolve_resume(out, args.resume_from_checkpoint)
+    if resume is None and latest_checkpoint(out) is not None:
+        raise KfaceError(f"--output_dir {out} already holds {latest_checkpoint(out).name}; pass "
+                         "--resume_from_checkpoint latest to continue it, or choose a new --output_dir")
+    accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
+                                    args.report_to)
+    if args.cond_drop_prob == 0 and args.validation_guidance != 1.0:
+        logger.warning("--cond_drop_prob 0 trains no null class: guidance != 1 samples from an untrained one")
+    ds = load_image_dataset(args.dataset, args.resolution)
+    names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
+    unet, noise_scheduler = build_model(args, names, resolution)
+    loader, steps_per_epoch = make_loader(args, ds["train"], resolution, accelerator.num_processes)
+    optimizer, lr_scheduler, total = build_optimisation(args, unet, steps_per_epoch)
+    ema = create_ema(unet, args.ema_max_decay, args.ema_inv_gamma, args.ema_power) if args.use_ema else None
+    unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
+    accelerator.register_for_checkpointing(lr_scheduler)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    start = load_checkpoint(accelerator, resume)["step"] if resume else 0
+    if ema is not None:
+        ema.to(accelerator.device)  # after load_state too: accelerate loads registered objects onto the CPU
+    config = run_config(args, resolution, names, accelerator.unwrap_model(unet))
+    if accelerator.is_main_process:
+        atomic_write_json(out / "training_config.json", config)
+    accelerator.init_trackers("kface-ddpm", config={k: v for k, v in vars(args).items()
+                                                    if isinstance(v, (int, float, str, bool))})
+    logger.info("%d classes at %d px, %.2fM parameters; %d train images; %d steps planned, stopping at %d%s",
+                len(names), resolution, config["num_parameters"] / 1e6, len(ds["train"]), total,
+                min(total, args.max_train_steps or total), f"; resuming at step {start}" if resume else "",
+                main_process_only=True)
+    summary = train(args, accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler, loader, names, out,
+                    start, total)
+    logger.info("trained to step %d at %s img/s", summary["trained_steps"], summary["train_images_per_second"])
+    finish(args, accelerator, unet, ema, noise_scheduler, names, out, config, summary)
+    accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        logger.info("pushed to %s", push_folder(out, args.hub_model_id, args.hub_token, args.hub_private))
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())
