@@ -12,11 +12,14 @@ DEMO_DIR ?= demo_output
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: these exact wheels are the ones CI tests (and lie on local disk here)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -r requirements.txt -r requirements-test.txt
+	# kface itself, editable: its finder maps only the kface package, so the repo root (with evaluate.py,
+	# which would shadow the HF evaluate package) is not put on sys.path
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 test: install
