@@ -78,3 +78,51 @@ def save_image_grid(images: np.ndarray, path, ncols: int = 8, titles: list[str] 
             if titles:
                 ax.set_title(str(titles[k]), fontsize=7)
     return _save(fig, path)
+
+
+def save_confusion_pair(real_counts: np.ndarray, gen_counts: np.ndarray, class_names: list[str], path,
+                        titles: tuple[str, str] = ("Real (test split)", "Generated")) -> Path:
+    """Two row-normalised confusion heatmaps side by side (real left, generated right), cells ``rate (count)``."""
+    n = len(class_names)
+    size = max(4.0, 0.6 * n + 2.0)
+    fig = _figure(2 * size + 1.5, size)
+    for k, (counts, title) in enumerate(zip((real_counts, gen_counts), titles)):
+        counts = np.asarray(counts)
+        support = counts.sum(axis=1, keepdims=True)
+        rates = np.divide(counts, support, out=np.zeros(counts.shape), where=support > 0)
+        ax = fig.add_subplot(1, 2, k + 1)
+        image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(n), labels=class_names, rotation=45, ha="right")
+        ax.set_yticks(range(n), labels=class_names)
+        ax.set_xlabel("Predicted class")
+        ax.set_ylabel("Target class")
+        ax.set_title(title)
+        if n <= 30:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, f"{rates[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center", fontsize=6,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=fig.axes, fraction=0.02, pad=0.02)
+    return _save(fig, path)
+
+
+def save_class_bars(class_names: list[str], values: list, path, title: str, ylabel: str,
+                    intervals: list | None = None, reference: float | None = None) -> Path:
+    """Bar chart of one value per class (``None`` drawn as a gap), optional [lo, hi] error bars and a
+    horizontal reference line (e.g. the global value)."""
+    vals = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    fig = _figure(max(4.0, 0.5 * len(class_names) + 2.0), 3.5)
+    ax = fig.add_subplot(1, 1, 1)
+    yerr = None
+    if intervals is not None:
+        lo = np.array([np.nan if iv is None or iv[0] is None else iv[0] for iv in intervals], dtype=np.float64)
+        hi = np.array([np.nan if iv is None or iv[1] is None else iv[1] for iv in intervals], dtype=np.float64)
+        yerr = np.nan_to_num(np.stack([vals - lo, hi - vals]).clip(min=0))
+    ax.bar(range(len(class_names)), np.nan_to_num(vals), yerr=yerr, capsize=3, color="tab:blue")
+    if reference is not None:
+        ax.axhline(reference, color="tab:red", linestyle="--", linewidth=1, label=f"global {reference:.3f}")
+        ax.legend(fontsize=8)
+    ax.set_xticks(range(len(class_names)), labels=class_names, rotation=45, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(fig, path)

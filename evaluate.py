@@ -1,0 +1,155 @@
+"""Evaluate generated faces: identity (RCA, per-class P/R/F1, confusion, bootstrap CIs, oracle Fréchet
+distance) and visual metrics (FID, KID, IS, per-class LPIPS diversity).
+
+RCA = Accuracy_gen / Accuracy_real: the oracle's accuracy on the generated images (target: the class each
+image was conditioned on) over its accuracy on the real test split. The real train split is the FID/KID
+reference. Visual metrics whose network weights cannot be had offline are reported as {"skipped": why}.
+
+    accelerate launch evaluate.py --samples samples/guidance_3.0 --dataset data --oracle oracle-r34 \\
+        --output_dir eval-w3 --bootstrap 1000 --lpips_pairs 1000 --fid_mode clean
+
+Writes to --output_dir: metrics.json (every number, the config, package versions, input fingerprints),
+report.md (the paper's Tables 3 and 4), confusion_*.png, class_rca.png, lpips_diversity.png.
+See docs/evaluate.md.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+from accelerate import PartialState
+from accelerate.logging import get_logger
+
+from kface.args import add_hub_args, non_negative_int, positive_int
+from kface.data import class_names, load_image_dataset
+from kface.errors import KfaceError, run_cli
+from kface.features import oracle_outputs, per_class_frechet
+from kface.hub import require_repo_id
+from kface.io import check_writable_dir
+from kface.oracle import load_oracle
+from kface.rca import bootstrap_rca, relative_classification_accuracy
+from kface.report import config_hash, package_versions, push_metrics_to_card, write_outputs
+from kface.samples import (check_class_names, check_sampled_classes, match_resolution, pipeline_hub_id,
+                          read_dataset_split, read_samples)
+from kface.visual_metrics import FID_MODES, visual_metrics
+
+logger = get_logger(__name__)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", default=None, help="A sample.py samples folder (samples.json) or a saved Dataset.")
+    p.add_argument("--dataset", default=None, help="Real data: preprocess.py folder, saved DatasetDict or Hub id.")
+    p.add_argument("--resolution", type=positive_int, default=None,
+                   help="Picks the dataset's <res>px sub-folder/config; default: the samples' resolution.")
+    p.add_argument("--oracle", default=None, help="Oracle folder (train_oracle.py) or Hub model id.")
+    p.add_argument("--output_dir", default=None, help="Where metrics.json, report.md and the plots go.")
+    p.add_argument("--batch_size", type=positive_int, default=256, help="Oracle batch size.")
+    p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no",
+                   help="Autocast for the oracle pass.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap, KID subsets and LPIPS pairs.")
+    p.add_argument("--bootstrap", type=non_negative_int, default=1000,
+                   help="Bootstrap resamples for the 95%% intervals of RCA (0: none).")
+    g = p.add_argument_group("visual metrics")
+    g.add_argument("--no_visual", action="store_true", help="Skip FID/KID/IS/LPIPS (identity metrics only).")
+    g.add_argument("--fid_mode", choices=FID_MODES, default="clean", help="clean-fid's resizing/network mode.")
+    g.add_argument("--inception_weights", default=None,
+                   help="clean-fid's inception-2015-12-05.pt (default: /tmp, where clean-fid caches it).")
+    g.add_argument("--lpips_net", choices=["alex", "vgg"], default="alex", help="LPIPS backbone.")
+    g.add_argument("--lpips_backbone", default=None,
+                   help="torchvision alexnet/vgg16 state dict file (default: the torch hub cache).")
+    g.add_argument("--lpips_pairs", type=positive_int, default=1000, help="Random image pairs per class.")
+    g.add_argument("--visual_batch_size", type=positive_int, default=64)
+    add_hub_args(p, kind="model")
+    return p.parse_args(argv)
+
+
+def check_args(args) -> None:
+    for flag in ("samples", "dataset", "oracle", "output_dir"):
+        if not getattr(args, flag):
+            raise KfaceError(f"--{flag} is required (see python evaluate.py --help)")
+    check_writable_dir(args.output_dir, "--output_dir")
+
+
+def load_inputs(args, device):
+    """Oracle, generated and real test images, with classes checked and resolutions matched."""
+    oracle = load_oracle(args.oracle, device=device)
+    gen = read_samples(args.samples)
+    resolution = args.resolution or gen.meta.get("resolution") or gen.images.shape[-1]
+    ds = load_image_dataset(args.dataset, resolution=resolution)
+    if "test" not in ds:
+        raise KfaceError(f"--dataset {args.dataset}: no 'test' split (has {list(ds)}); Accuracy_real needs one")
+    if "train" not in ds and not args.no_visual:
+        raise KfaceError(f"--dataset {args.dataset}: no 'train' split, the FID/KID reference; or pass --no_visual")
+    names = check_class_names({"--oracle": oracle.class_names, "--dataset": class_names(ds)})
+    sampled = check_sampled_classes(names, gen)
+    real = read_dataset_split(ds["test"], split="test", flag="--dataset")
+    if len(sampled) < len(names):  # sample.py --classes: compare with real images of the same classes
+        keep = np.isin(real.labels, sampled)
+        real.images, real.labels = real.images[keep], real.labels[keep]
+    gen.images = match_resolution(gen.images, real.images.shape[-1], what="--samples images")
+    return oracle, gen, real, ds, names
+
+
+def compute_identity(args, oracle, gen, real, names, device) -> dict:
+    """The oracle pass over both sets, then RCA, its bootstrap intervals and the oracle Fréchet distance."""
+    progress = PartialState().is_local_main_process
+    real_logits, real_feats = oracle_outputs(oracle, real.images, args.batch_size, device, args.mixed_precision,
+                                             progress)
+    gen_logits, gen_feats = oracle_outputs(oracle, gen.images, args.batch_size, device, args.mixed_precision,
+                                           progress)
+    ident = relative_classification_accuracy(gen_logits.argmax(1), gen.labels, class_names=names,
+                                             real_predictions=real_logits.argmax(1), real_references=real.labels)
+    out = {"identity": ident}
+    if args.bootstrap:
+        out["bootstrap"] = bootstrap_rca(np.array(ident["confusion_gen"]), np.array(ident["confusion_real"]),
+                                         num_resamples=args.bootstrap, seed=args.seed)
+    out["oracle_frechet"] = per_class_frechet(real_feats, real.labels, gen_feats, gen.labels, names)
+    out["oracle_frechet"]["reference"] = "real test split"
+    return out
+
+
+def fingerprints(args, oracle, gen, real, ds) -> dict:
+    return {"samples": gen.fingerprint, "oracle_config_sha256": config_hash(oracle.config),
+            "dataset_test": real.fingerprint, "dataset_train": str(getattr(ds["train"], "_fingerprint", ""))
+            if "train" in ds else None}
+
+
+def main(args):
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    for name in ("kface", __name__):
+        logging.getLogger(name).setLevel(logging.INFO)
+    check_args(args)
+    state = PartialState()
+    if not state.is_main_process:  # one pass over in-memory arrays: extra processes would only repeat it
+        return
+    hub_id, device = None, state.device
+    oracle, gen, real, ds, names = load_inputs(args, device)
+    if args.push_to_hub:
+        hub_id = args.hub_model_id or pipeline_hub_id(gen.meta)
+        require_repo_id(True, hub_id, "--hub_model_id (samples.json's pipeline is not a Hub id)")
+    logger.info(f"evaluating {len(gen.labels)} generated and {len(real.labels)} real test images, "
+                f"{len(names)} classes, on {device}")
+    metrics = compute_identity(args, oracle, gen, real, names, device)
+    if not args.no_visual:
+        metrics["visual"] = visual_metrics(
+            gen, lambda: read_dataset_split(ds["train"], split="train", flag="--dataset"), fid_mode=args.fid_mode,
+            inception_weights=args.inception_weights, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,
+            lpips_pairs=args.lpips_pairs, seed=args.seed, batch_size=args.visual_batch_size, device=device)
+    metrics["config"] = {k: v for k, v in vars(args).items() if k != "hub_token"}
+    metrics["samples_meta"] = gen.meta
+    metrics["versions"] = package_versions()
+    metrics["fingerprints"] = fingerprints(args, oracle, gen, real, ds)
+    files = write_outputs(metrics, args.output_dir)
+    ident = metrics["identity"]
+    logger.info(f"RCA {ident['rca']} (accuracy gen {ident['accuracy_gen']:.4f} / real {ident['accuracy_real']:.4f}); "
+                f"wrote {sorted(files.values())} to {args.output_dir}")
+    if args.push_to_hub:
+        dataset_id = Path(args.dataset).name if Path(args.dataset).exists() else args.dataset
+        url = push_metrics_to_card(hub_id, metrics, dataset_id=dataset_id, token=args.hub_token)
+        logger.info(f"updated the model card of {hub_id}: {url}")
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())

@@ -1,0 +1,202 @@
+"""evaluate.py's outputs: metrics.json, report.md (the paper's Tables 3 and 4), plots, and the model-index
+entries for the generator's model card."""
+
+import hashlib
+import json
+import logging
+from importlib import metadata
+from pathlib import Path
+
+from .io import atomic_write_json, atomic_write_text
+from .plots import save_class_bars, save_confusion_heatmap, save_confusion_pair
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ("kface", "torch", "torchvision", "timm", "numpy", "scipy", "datasets", "diffusers", "clean-fid",
+            "lpips", "huggingface_hub")
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def write_plots(metrics: dict, output_dir) -> dict:
+    """Confusion heatmaps (real, generated, side by side) and the per-class RCA bar chart; returns file names."""
+    ident, out = metrics["identity"], Path(output_dir)
+    names = ident["class_names"]
+    files = {"confusion_real": "confusion_real.png", "confusion_gen": "confusion_generated.png",
+             "confusion_pair": "confusion_real_vs_generated.png", "class_rca": "class_rca.png"}
+    save_confusion_heatmap(ident["confusion_real"], names, out / files["confusion_real"],
+                           title=f"Oracle on real test images (accuracy {ident['accuracy_real']:.3f})")
+    save_confusion_heatmap(ident["confusion_gen"], names, out / files["confusion_gen"],
+                           title=f"Oracle on generated images (accuracy {ident['accuracy_gen']:.3f})")
+    save_confusion_pair(ident["confusion_real"], ident["confusion_gen"], names, out / files["confusion_pair"])
+    ci = metrics.get("bootstrap", {}).get("class_rca")
+    save_class_bars(names, [ident["per_class"][n]["class_rca"] for n in names], out / files["class_rca"],
+                    title="Class RCA = recall_gen / recall_real" + (" (95% CI)" if ci else ""), ylabel="Class RCA",
+                    intervals=ci, reference=ident["rca"])
+    lpips = metrics.get("visual", {}).get("lpips", {})
+    if "per_class" in lpips:
+        files["lpips"] = "lpips_diversity.png"
+        save_class_bars(list(lpips["per_class"]), list(lpips["per_class"].values()), out / files["lpips"],
+                        title=f"Per-class LPIPS diversity ({lpips['net']})", ylabel="LPIPS", reference=lpips["mean"])
+    return files
+
+
+def _num(x, fmt=".3f") -> str:
+    if isinstance(x, dict):
+        return "skipped" if "skipped" in x else "-"
+    return "-" if x is None else format(x, fmt)
+
+
+def _ci(pair) -> str:
+    return "" if not pair or pair[0] is None else f" [{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
+def table4(metrics: dict) -> str:
+    """Per class: real P/R/F1, generated P/R/F1, class RCA (with its bootstrap CI), and the global row."""
+    ident, boot = metrics["identity"], metrics.get("bootstrap", {})
+    cis = boot.get("class_rca") or [None] * len(ident["class_names"])
+    lines = ["| Class | Real P | Real R | Real F1 | Gen P | Gen R | Gen F1 | Class RCA |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, ci in zip(ident["class_names"], cis):
+        r, g = ident["per_class"][name]["real"], ident["per_class"][name]["gen"]
+        lines.append(f"| {name} | {r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} | {g['precision']:.2f} | "
+                     f"{g['recall']:.2f} | {g['f1']:.2f} | {_num(ident['per_class'][name]['class_rca'], '.2f')}"
+                     f"{_ci(ci)} |")
+    lines.append(f"| **Global** | Accuracy: {ident['accuracy_real']:.3f} | | | Accuracy: {ident['accuracy_gen']:.3f} "
+                 f"| | | **RCA: {_num(ident['rca'])}**{_ci(boot.get('rca'))} |")
+    return "\n".join(lines)
+
+
+def table3(metrics: dict) -> str:
+    lpips = metrics.get("visual", {}).get("lpips", {})
+    if "per_class" not in lpips:
+        return f"LPIPS skipped: {lpips.get('skipped', 'visual metrics not computed (--no_visual)')}"
+    lines = ["| Class | LPIPS diversity ↑ |", "|---|---|"]
+    lines += [f"| {n} | {_num(v, '.4f')} |" for n, v in lpips["per_class"].items()]
+    lines.append(f"| Average | {_num(lpips['mean'], '.4f')} |")
+    return "\n".join(lines)
+
+
+def summary_row(metrics: dict) -> str:
+    """One row: RCA (with its interval), accuracies, FID, KID x1e3, IS, LPIPS, oracle FD."""
+    ident, vis = metrics["identity"], metrics.get("visual", {})
+
+    def inner(entry, key):  # a metric dict's number, or the dict itself when it says "skipped"
+        return entry.get(key, entry) if isinstance(entry, dict) else entry
+
+    kid = vis.get("kid")
+    cells = [f"{_num(ident['rca'])}{_ci(metrics.get('bootstrap', {}).get('rca'))}", f"{ident['accuracy_gen']:.4f}",
+             f"{ident['accuracy_real']:.4f}", _num(vis.get("fid"), ".2f"),
+             _num(kid * 1e3 if isinstance(kid, float) else kid, ".2f"),
+             _num(inner(vis.get("inception_score"), "mean")), _num(inner(vis.get("lpips"), "mean"), ".4f"),
+             _num(metrics.get("oracle_frechet", {}).get("global"), ".2f")]
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_report(metrics: dict, files: dict) -> str:
+    ident, vis, fd = metrics["identity"], metrics.get("visual", {}), metrics.get("oracle_frechet", {})
+    fd_rows = "\n".join(f"| {n} | {_num(v, '.2f')} |" for n, v in fd.get("per_class", {}).items())
+    cfg, boot = metrics["config"], metrics.get("bootstrap")
+    boot_text = (f"; brackets: {boot['level']:.0%} percentile bootstrap intervals ({boot['num_resamples']} "
+                 "class-stratified resamples of both sets)") if boot else ""
+    return f"""# kface evaluation
+
+Samples `{cfg['samples']}` ({ident['num_gen']} images, {len(ident['class_names'])} classes) judged by the oracle
+`{cfg['oracle']}` against `{cfg['dataset']}` (test split: {ident['num_real']} images).
+
+| RCA | Accuracy gen | Accuracy real | FID ({vis.get('fid_mode', '-')}) | KID x1e3 | IS | LPIPS | Oracle FD |
+|---|---|---|---|---|---|---|---|
+{summary_row(metrics)}
+
+## Identity: real against generated (Table 4)
+
+{table4(metrics)}
+
+Class RCA = generated recall / real recall{boot_text}.
+Confusion matrices: ![real vs generated]({files['confusion_pair']})
+([real]({files['confusion_real']}), [generated]({files['confusion_gen']})); per-class RCA:
+![class RCA]({files['class_rca']})
+
+## Diversity: per-class LPIPS (Table 3)
+
+{table3(metrics)}
+
+## Fréchet distance in the oracle's feature space (real test vs generated)
+
+| Class | Oracle FD |
+|---|---|
+{fd_rows}
+| Global | {_num(fd.get('global'), '.2f')} |
+
+Skipped metrics say why in `metrics.json` (`{{"skipped": ...}}`); every number is there too.
+"""
+
+
+def write_outputs(metrics: dict, output_dir) -> dict:
+    """Plots, then report.md, then metrics.json (each written atomically)."""
+    files = write_plots(metrics, output_dir)
+    metrics["files"] = dict(files, report="report.md", metrics="metrics.json")
+    atomic_write_text(Path(output_dir) / "report.md", render_report(metrics, files))
+    atomic_write_json(Path(output_dir) / "metrics.json", metrics)
+    return metrics["files"]
+
+
+def eval_results(metrics: dict, dataset_id: str) -> list:
+    """model-index entries for the generator: RCA, both accuracies, FID, KID, IS, LPIPS (skipped ones left out)."""
+    from huggingface_hub import EvalResult
+
+    ident, vis = metrics["identity"], metrics.get("visual", {})
+    common = dict(task_type="image-generation", task_name="Class-conditional image generation",
+                  dataset_type=dataset_id, dataset_name=dataset_id, dataset_split="test")
+    values = [("rca", "RCA", ident["rca"]), ("accuracy", "Accuracy (generated, oracle)", ident["accuracy_gen"]),
+              ("accuracy", "Accuracy (real test, oracle)", ident["accuracy_real"]),
+              ("fid", f"FID ({vis.get('fid_mode')})", vis.get("fid")), ("kid", "KID", vis.get("kid")),
+              ("inception_score", "Inception Score", (vis.get("inception_score") or {}).get("mean")),
+              ("lpips", "LPIPS diversity", (vis.get("lpips") or {}).get("mean"))]
+    return [EvalResult(metric_type=t, metric_name=n, metric_value=round(float(v), 4), **common)
+            for t, n, v in values if isinstance(v, (int, float))]
+
+
+def updated_model_card(card_text: str, metrics: dict, dataset_id: str, model_name: str) -> str:
+    """The generator's model card with kface's results in model-index form (others' results kept)."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(card_text or "---\n---\n")
+    new = eval_results(metrics, dataset_id)
+    mine = {(r.metric_name, r.dataset_type) for r in new}
+    old = [r for r in (card.data.eval_results or []) if (r.metric_name, r.dataset_type) not in mine]
+    card.data.eval_results = old + new
+    card.data.model_name = card.data.model_name or model_name
+    tags = list(card.data.tags or [])
+    card.data.tags = tags + [t for t in ("kface", "rca") if t not in tags]
+    return str(card)
+
+
+def push_metrics_to_card(repo_id: str, metrics: dict, dataset_id: str, token: str | None = None) -> str:
+    """Load the generator's card from the Hub, add the results, push it back; returns the commit URL."""
+    from huggingface_hub import ModelCard
+
+    from .errors import KfaceError
+
+    try:
+        try:
+            text = ModelCard.load(repo_id, token=token).content
+        except Exception:  # a repo without README.md: start a card
+            text = ""
+        card = ModelCard(updated_model_card(text, metrics, dataset_id, repo_id.split("/")[-1]))
+        return str(card.push_to_hub(repo_id, token=token, commit_message="kface evaluate.py: RCA, FID, KID, IS, LPIPS"))
+    except Exception as err:
+        raise KfaceError(f"--push_to_hub: updating the model card of {repo_id} failed ({type(err).__name__}: {err}); "
+                         "check --hub_model_id, your login (--hub_token) and HF_HUB_OFFLINE") from None

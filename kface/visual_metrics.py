@@ -1,0 +1,253 @@
+"""Visual metrics: FID and KID (clean-fid's Inception features), Inception Score, per-class LPIPS diversity.
+
+Their networks come from the internet (clean-fid's Inception torchscript, the FID Inception state dict,
+torchvision's AlexNet/VGG for LPIPS). Availability is checked first and cheaply (a file in the place the
+library looks, or a path the user gave); offline (``HF_HUB_OFFLINE=1``) nothing is downloaded, and a
+metric whose weights are missing is reported as ``{"skipped": "<why; how to provide the weights>"}``
+instead of a number. Online, a missing file is downloaded once with a socket timeout, never retried.
+"""
+
+import logging
+import os
+import socket
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .features import Extractor, extract, frechet_distance_features
+
+logger = logging.getLogger(__name__)
+
+INCEPTION_FILE = "inception-2015-12-05.pt"  # clean-fid's torchscript (StyleGAN2-ADA's TF Inception port)
+FID_MODES = ("clean", "legacy_pytorch", "legacy_tensorflow")
+DOWNLOAD_TIMEOUT_S = 30
+
+
+class Unavailable(Exception):
+    """A metric's weights cannot be had; the message says why and how to provide them."""
+
+
+def offline() -> bool:
+    return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+               for v in ("HF_HUB_OFFLINE", "KFACE_OFFLINE"))
+
+
+@contextmanager
+def _socket_timeout(seconds: float):
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _cached_or_download(candidates: list[Path], url: str, target: Path, what: str, how: str) -> Path:
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for p in candidates)
+    if offline():
+        raise Unavailable(f"{what} not found (looked in {looked}) and HF_HUB_OFFLINE is set; {how}")
+    try:
+        from torch.hub import download_url_to_file
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            download_url_to_file(url, str(target), progress=False)
+    except Exception as err:  # no network, proxy, disk: the run goes on without this metric
+        raise Unavailable(f"{what} not found (looked in {looked}) and downloading {url} failed "
+                          f"({type(err).__name__}); {how}") from None
+    return target
+
+
+def inception_file(weights: str | None) -> Path:
+    """clean-fid's Inception torchscript: ``--inception_weights``, else where clean-fid keeps it (/tmp)."""
+    if weights:
+        if not Path(weights).is_file():
+            raise Unavailable(f"--inception_weights {weights}: no such file")
+        return Path(weights)
+    candidates = [Path("/tmp") / INCEPTION_FILE, Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE]
+    from cleanfid.downloads_helper import inception_url
+
+    return _cached_or_download(candidates, inception_url, candidates[0], "clean-fid's Inception weights",
+                               f"download {inception_url} and pass --inception_weights FILE")
+
+
+class InceptionDetector(torch.nn.Module):
+    """clean-fid's feature extractor for one ``mode`` behind the kface protocol (uint8 NCHW -> float NC).
+
+    ``probs`` gives the 1008-way softmax of the same torchscript network, for the Inception Score.
+    """
+
+    def __init__(self, mode: str, weights: str | None = None, device="cpu"):
+        super().__init__()
+        from cleanfid.resize import build_resizer
+
+        if mode not in FID_MODES:
+            raise ValueError(f"fid mode {mode}: one of {FID_MODES}")
+        self.mode, self.device = mode, torch.device(device)
+        self.base = torch.jit.load(str(inception_file(weights)), map_location=self.device).eval()
+        self.resize = build_resizer(mode)
+        self.pytorch_net = self._pytorch_inception() if mode == "legacy_pytorch" else None
+
+    def _pytorch_inception(self):
+        from cleanfid.inception_pytorch import FID_WEIGHTS_URL, InceptionV3
+
+        name = Path(FID_WEIGHTS_URL).name
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+        _cached_or_download([cached], FID_WEIGHTS_URL, cached, "pytorch-fid's Inception weights",
+                            f"download {FID_WEIGHTS_URL} into {cached.parent}, or use --fid_mode clean")
+        return InceptionV3(output_blocks=[3], resize_input=False).to(self.device).eval()
+
+    def _resized(self, images: torch.Tensor) -> torch.Tensor:
+        """Float [0, 255] NCHW, resized the way clean-fid resizes for this mode (per image, on the CPU)."""
+        arrays = [self.resize(img) for img in images.permute(0, 2, 3, 1).cpu().numpy()]
+        return torch.from_numpy(np.stack(arrays).astype(np.float32)).permute(0, 3, 1, 2).to(self.device)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self._resized(images)
+        if self.mode == "legacy_pytorch":
+            return self.pytorch_net(x / 255)[0].flatten(1)
+        if self.mode == "legacy_tensorflow":
+            return self.base(x, return_features=True).view(len(x), 2048)
+        return self.base.layers.forward((x - 128) / 128).view(len(x), 2048)
+
+    @torch.no_grad()
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        # no_output_bias as in StyleGAN2-ADA's IS, which matches the original TF implementation
+        out = self.base(self._resized(images), no_output_bias=True).float()
+        rows = out.sum(dim=1)
+        return out if torch.allclose(rows, torch.ones_like(rows), atol=1e-3) else out.softmax(dim=1)
+
+
+def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """IS = exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016), mean and std over ``splits`` chunks."""
+    probs = np.asarray(probs, dtype=np.float64)
+    scores = []
+    for chunk in np.array_split(probs, min(splits, len(probs))):
+        marginal = chunk.mean(axis=0, keepdims=True)
+        kl = np.where(chunk > 0, chunk * (np.log(np.clip(chunk, 1e-30, None)) - np.log(np.clip(marginal, 1e-30, None))),
+                      0.0).sum(axis=1)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, seed: int = 0,
+                              num_subsets: int = 100, max_subset_size: int = 1000) -> float:
+    """clean-fid's KID (unbiased MMD^2, cubic polynomial kernel, subset average), seeded.
+
+    clean-fid draws subsets from NumPy's global generator; its state is saved and restored around the call.
+    """
+    from cleanfid.fid import kernel_distance
+
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        return float(kernel_distance(np.asarray(features1), np.asarray(features2), num_subsets=num_subsets,
+                                     max_subset_size=max_subset_size))
+    finally:
+        np.random.set_state(state)
+
+
+def load_lpips(net: str = "alex", backbone: str | None = None, device="cpu", random_backbone: bool = False):
+    """``lpips.LPIPS`` with its linear layers from the lpips package and the backbone from torchvision's cache,
+    ``backbone`` (a torchvision alexnet/vgg16 state dict file), or random (tests only)."""
+    import lpips
+    import torchvision
+
+    tv_weights = {"alex": torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
+                  "vgg": torchvision.models.VGG16_Weights.IMAGENET1K_V1}[net]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(tv_weights.url).name
+    if not random_backbone:
+        if backbone and not Path(backbone).is_file():
+            raise Unavailable(f"--lpips_backbone {backbone}: no such file")
+        backbone = backbone or str(_cached_or_download(
+            [cached], tv_weights.url, cached, f"torchvision's {net} weights for LPIPS",
+            f"download {tv_weights.url} into {cached.parent} or pass --lpips_backbone FILE"))
+    with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=`
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
+    if backbone:
+        _load_backbone(model, net, backbone)
+    return model.to(device).eval()
+
+
+def _load_backbone(model, net: str, path: str) -> None:
+    """Copy a torchvision alexnet/vgg16 state dict's ``features.*`` (all LPIPS uses) into lpips' slices,
+    which hold torchvision's ``features[i]`` modules under their original index ``i``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for slice_ in (m for n, m in model.net.named_children() if n.startswith("slice")):
+        for index, module in slice_.named_children():
+            for name, param in module.named_parameters():
+                key = f"features.{index}.{name}"
+                if key not in state:
+                    raise Unavailable(f"--lpips_backbone {path}: no {key}; give a torchvision {net} state dict")
+                param.data.copy_(state[key])
+
+
+@torch.no_grad()
+def lpips_diversity(model, images: np.ndarray, labels: np.ndarray, class_names: list[str], pairs: int = 1000,
+                    seed: int = 0, batch_size: int = 250, device="cpu", class_ids: list[int] | None = None) -> dict:
+    """Mean LPIPS distance of ``pairs`` random pairs of distinct images per class (the paper's Table 3).
+
+    ``class_ids[i]`` is the label of ``class_names[i]`` (default: ``i``)."""
+    rng = np.random.default_rng(seed)
+    per_class = {}
+    for c, name in zip(class_ids or range(len(class_names)), class_names):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 2:
+            per_class[name] = None
+            continue
+        a = rng.integers(0, len(idx), pairs)
+        b = (a + rng.integers(1, len(idx), pairs)) % len(idx)  # uniform over the other images: never a == b
+        dists = []
+        for s in range(0, pairs, batch_size):
+            x0 = torch.from_numpy(images[idx[a[s:s + batch_size]]]).to(device).float() / 127.5 - 1
+            x1 = torch.from_numpy(images[idx[b[s:s + batch_size]]]).to(device).float() / 127.5 - 1
+            dists.append(model(x0, x1).flatten().cpu().numpy())
+        per_class[name] = float(np.concatenate(dists).mean())
+    values = [v for v in per_class.values() if v is not None]
+    return {"per_class": per_class, "mean": float(np.mean(values)) if values else None, "pairs_per_class": pairs}
+
+
+def _skip(err: Exception) -> dict:
+    logger.warning("skipped: %s", err)
+    return {"skipped": str(err)}
+
+
+def visual_metrics(gen, real_train, fid_mode: str = "clean", inception_weights: str | None = None,
+                   lpips_net: str = "alex", lpips_backbone: str | None = None, lpips_pairs: int = 1000,
+                   seed: int = 0, batch_size: int = 64, device="cpu", detector: Extractor | None = None,
+                   lpips_model=None) -> dict:
+    """FID, KID and IS of ``gen`` (an ImageSet) against ``real_train`` (an ImageSet, or a function returning
+    one), and LPIPS diversity; a metric whose
+    weights are unavailable becomes ``{"skipped": ...}``. ``detector``/``lpips_model`` override the networks."""
+    out = {"fid_mode": fid_mode}
+    try:
+        det = detector or InceptionDetector(fid_mode, inception_weights, device=device)
+        f_gen = extract(det, gen.images, batch_size=batch_size, device=device)
+        real = real_train() if callable(real_train) else real_train  # read only when the network is there
+        f_real = extract(det, real.images, batch_size=batch_size, device=device)
+        out["fid"] = frechet_distance_features(f_real, f_gen)
+        out["kid"] = kernel_inception_distance(f_real, f_gen, seed=seed)
+        probs_fn = getattr(det, "probs", None)
+        if probs_fn is None:
+            out["inception_score"] = {"skipped": "the feature extractor has no class probabilities"}
+        else:
+            mean, std = inception_score(extract(probs_fn, gen.images, batch_size=batch_size, device=device))
+            out["inception_score"] = {"mean": mean, "std": std, "splits": 10}
+    except Unavailable as err:
+        out["fid"] = out["kid"] = out["inception_score"] = _skip(err)
+    try:
+        model = lpips_model or load_lpips(lpips_net, lpips_backbone, device=device)
+        out["lpips"] = lpips_diversity(model, gen.images, gen.labels, gen.class_names, pairs=lpips_pairs,
+                                       seed=seed, device=device, class_ids=gen.class_ids)
+        out["lpips"]["net"] = lpips_net
+    except Unavailable as err:
+        out["lpips"] = _skip(err)
+    return out
