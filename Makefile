@@ -25,9 +25,50 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 test: install
 	$(OFFLINE) $(VENV)/bin/pytest -q
 
-demo: install
-	$(OFFLINE) $(PY) -m kface.synthetic --output_dir $(DEMO_DIR)/raw --num_identities 10 --images_per_identity 300 --seed 0
-	$(OFFLINE) $(PY) preprocess.py --input_dir $(DEMO_DIR)/raw --output_dir $(DEMO_DIR)/data --resolutions 32 64 --num_workers 2
+# ---- the demo: each stage is a file target, so a rerun skips what is finished (every script also resumes
+# an interrupted run by itself). CPU-sized presets; override any of them: make demo DEMO_DDPM_EPOCHS=120
+DEMO_IDS ?= 10
+DEMO_PER_ID ?= 200
+DEMO_ORACLE ?= resnet18
+DEMO_ORACLE_EPOCHS ?= 6
+DEMO_DDPM_EPOCHS ?= 60
+DEMO_GUIDANCE ?= 1.0 3.0
+DEMO_SAMPLER ?= ddim
+DEMO_SAMPLER_STEPS ?= 25
+DEMO_PER_CLASS ?= 50
+D := $(DEMO_DIR)
+STAGE = $(OFFLINE) $(PY) -m kface.demo stage --log $(D)/stage_times.json --name
+# accelerate launch picks the GPU when there is one, the CPU otherwise
+LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+
+demo: install $(D)/oracle/metrics.json $(D)/ddpm/model_index.json
+	$(STAGE) sample -- $(LAUNCH) sample.py --pipeline $(D)/ddpm --output_dir $(D)/samples \
+	    --guidance_scale $(DEMO_GUIDANCE) --scheduler $(DEMO_SAMPLER) --num_inference_steps $(DEMO_SAMPLER_STEPS) \
+	    --num_per_class $(DEMO_PER_CLASS) --batch_size 250 --seed 0
+	for w in $(DEMO_GUIDANCE); do \
+	    test -f $(D)/eval/guidance_$$w/metrics.json || $(STAGE) evaluate_w$$w -- $(LAUNCH) evaluate.py \
+	        --samples $(D)/samples/guidance_$$w --dataset $(D)/data --resolution 32 --oracle $(D)/oracle \
+	        --output_dir $(D)/eval/guidance_$$w --bootstrap 1000 || exit 1; done
+	$(OFFLINE) $(PY) -m kface.demo summary --demo_dir $(D) --evals $(foreach w,$(DEMO_GUIDANCE),$(D)/eval/guidance_$(w))
+
+$(D)/raw/synthetic_config.json: | install
+	$(STAGE) synthetic -- $(PY) -m kface.synthetic --output_dir $(D)/raw --num_identities $(DEMO_IDS) \
+	    --images_per_identity $(DEMO_PER_ID) --seed 0
+
+$(D)/data/preprocess_report.json: $(D)/raw/synthetic_config.json
+	$(STAGE) preprocess -- $(PY) preprocess.py --input_dir $(D)/raw --output_dir $(D)/data --resolutions 32 \
+	    --detector mtcnn --num_workers 2
+
+$(D)/oracle/metrics.json: $(D)/data/preprocess_report.json
+	$(STAGE) oracle -- $(LAUNCH) train_oracle.py --dataset $(D)/data --resolution 32 --model $(DEMO_ORACLE) \
+	    --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle --resume_from_checkpoint latest \
+	    --report_to none
+
+$(D)/ddpm/model_index.json: $(D)/data/preprocess_report.json
+	$(STAGE) ddpm -- $(LAUNCH) train_ddpm.py --dataset $(D)/data --resolution 32 --preset tiny \
+	    --epochs $(DEMO_DDPM_EPOCHS) --train_batch_size 64 --learning_rate 3e-4 \
+	    --lr_warmup_steps 200 --use_ema --checkpointing_steps 500 --checkpoints_total_limit 1 \
+	    --validation_steps 1000 --output_dir $(D)/ddpm --resume_from_checkpoint latest --report_to none
 
 demo-clean:
 	rm -rf $(DEMO_DIR)

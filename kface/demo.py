@@ -1,0 +1,170 @@
+"""The `make demo` glue: time each stage, and gather the per-guidance evaluations into one report.
+
+    python -m kface.demo stage --log demo_output/stage_times.json --name oracle -- accelerate launch train_oracle.py ...
+    python -m kface.demo summary --demo_dir demo_output --evals demo_output/eval/guidance_1.0 demo_output/eval/guidance_3.0
+
+``stage`` runs one command and records its wall time (a stage that was already complete and is skipped by make
+keeps its earlier time). ``summary`` reads each ``metrics.json`` written by evaluate.py and writes
+``<demo_dir>/report.md`` and ``guidance_sweep.png``, and prints the results table.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import KfaceError, run_cli
+from .io import atomic_path, atomic_write_json, atomic_write_text
+
+
+def run_stage(name: str, command: list[str], log_path: Path) -> int:
+    """Run ``command``; on success, record its wall time under ``name`` in ``log_path``."""
+    start = time.perf_counter()
+    code = subprocess.call(command)
+    if code == 0:
+        times = json.loads(log_path.read_text()) if log_path.exists() else {}
+        times[name] = round(time.perf_counter() - start, 1)
+        atomic_write_json(log_path, times)
+    return code
+
+
+def load_evaluation(path: Path) -> dict:
+    metrics_file = Path(path) / "metrics.json"
+    if not metrics_file.exists():
+        raise KfaceError(f"--evals {path}: no metrics.json there; run evaluate.py into it first")
+    metrics = json.loads(metrics_file.read_text())
+    metrics["_dir"] = Path(path)
+    return metrics
+
+
+def _visual(metrics: dict, key: str) -> str:
+    value = metrics.get("visual", {}).get(key)
+    if not isinstance(value, dict) or "skipped" in value:
+        return "skipped"
+    number = value.get("value", value.get("mean"))
+    return f"{number:.3f}" if isinstance(number, (int, float)) else "n/a"
+
+
+def summary_rows(evals: list[dict]) -> list[dict]:
+    rows = []
+    for m in evals:
+        ident, boot = m["identity"], m.get("bootstrap", {})
+        lo, hi = boot.get("rca", [float("nan")] * 2)
+        rows.append({
+            "guidance": m["samples_meta"]["guidance_scale"],
+            "sampler": f"{m['samples_meta']['scheduler']}-{m['samples_meta']['num_inference_steps']}",
+            "images": ident["num_gen"],
+            "rca": ident["rca"], "rca_lo": lo, "rca_hi": hi,
+            "accuracy_gen": ident["accuracy_gen"], "accuracy_real": ident["accuracy_real"],
+            "oracle_fd": m.get("oracle_frechet", {}).get("global", float("nan")),
+            "lpips": _visual(m, "lpips"), "fid": _visual(m, "fid"),
+        })
+    return sorted(rows, key=lambda r: r["guidance"])
+
+
+def results_table(rows: list[dict]) -> str:
+    lines = ["| guidance | sampler | images | RCA [95% CI] | acc gen | acc real | oracle FD | LPIPS | FID |",
+             "|---:|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['guidance']:g} | {r['sampler']} | {r['images']} | {r['rca']:.3f} "
+                     f"[{r['rca_lo']:.3f}, {r['rca_hi']:.3f}] | {r['accuracy_gen']:.3f} | {r['accuracy_real']:.3f} "
+                     f"| {r['oracle_fd']:.2f} | {r['lpips']} | {r['fid']} |")
+    return "\n".join(lines)
+
+
+def class_rca_table(evals: list[dict]) -> str:
+    evals = sorted(evals, key=lambda m: m["samples_meta"]["guidance_scale"])
+    names = evals[0]["identity"]["class_names"]
+    head = "| class | real recall | " + " | ".join(
+        f"class RCA, w={m['samples_meta']['guidance_scale']:g} [95% CI]" for m in evals) + " |"
+    lines = [head, "|---|---:|" + "---|" * len(evals)]
+    for i, name in enumerate(names):
+        real_recall = evals[0]["identity"]["per_class"][name]["real"]["recall"]
+        cells = []
+        for m in evals:
+            value = m["identity"]["per_class"][name].get("class_rca")
+            ci = m.get("bootstrap", {}).get("class_rca", [[None, None]] * len(names))[i]
+            cells.append("n/a" if value is None else (
+                f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if None not in ci else f"{value:.2f}"))
+        lines.append(f"| {name} | {real_recall:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sweep_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = [r["guidance"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=120)
+    ax.errorbar(w, [r["rca"] for r in rows], yerr=[[r["rca"] - r["rca_lo"] for r in rows],
+                                                  [r["rca_hi"] - r["rca"] for r in rows]],
+                marker="o", color="tab:blue", capsize=3, label="RCA (95% CI)")
+    ax.set_xlabel("guidance scale w")
+    ax.set_ylabel("RCA", color="tab:blue")
+    twin = ax.twinx()
+    twin.plot(w, [r["oracle_fd"] for r in rows], marker="s", color="tab:red", label="oracle-space FD")
+    twin.set_ylabel("Fréchet distance (oracle features)", color="tab:red")
+    ax.set_title("Identity against guidance")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_report(demo_dir: Path, evals: list[dict], stage_times: dict) -> str:
+    rows = summary_rows(evals)
+    sweep_plot(rows, demo_dir / "guidance_sweep.png")
+    table = results_table(rows)
+    rel = lambda p: os.path.relpath(p, demo_dir)  # noqa: E731  (links in report.md are relative to it)
+    parts = ["# kface demo report", "",
+             "The whole study on the embedded synthetic look-alike identities (`make demo`). "
+             "RCA = oracle accuracy on generated images / oracle accuracy on real test images.", "",
+             "## Results", "", table, "", f"![RCA and oracle-space FD against guidance](guidance_sweep.png)", "",
+             "## Per-class RCA", "", class_rca_table(evals), ""]
+    for m in sorted(evals, key=lambda m: m["samples_meta"]["guidance_scale"]):
+        d, w = m["_dir"], m["samples_meta"]["guidance_scale"]
+        parts += [f"### w = {w:g}", "", f"Full report: [{rel(d / 'report.md')}]({rel(d / 'report.md')})", "",
+                  f"![confusion, real vs generated]({rel(d / 'confusion_real_vs_generated.png')})", ""]
+        grids = Path(m["config"]["samples"]) / "grids"
+        for grid in sorted(grids.glob("*.png"))[:10] if grids.is_dir() else []:
+            parts.append(f"![{grid.stem}]({rel(grid)})")
+        parts.append("")
+    parts += ["## Stage times (wall seconds on this machine)", "", "| stage | seconds |", "|---|---:|"]
+    parts += [f"| {k} | {v:.1f} |" for k, v in stage_times.items()]
+    parts += [f"| **total** | {sum(stage_times.values()):.1f} |", ""]
+    atomic_write_text(demo_dir / "report.md", "\n".join(parts))
+    return table
+
+
+def main(args):
+    if args.command == "stage":
+        command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        sys.exit(run_stage(args.name, command, Path(args.log)))
+    demo_dir = Path(args.demo_dir)
+    evals = [load_evaluation(Path(p)) for p in args.evals]
+    times_file = demo_dir / "stage_times.json"
+    stage_times = json.loads(times_file.read_text()) if times_file.exists() else {}
+    table = write_report(demo_dir, evals, stage_times)
+    sys.stdout.write(f"\n{table}\n\nstage times (s): {stage_times}\nreport: {demo_dir / 'report.md'}\n")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("stage", help="Run one stage and record its wall time.")
+    s.add_argument("--name", required=True)
+    s.add_argument("--log", required=True)
+    s.add_argument("cmd", nargs=argparse.REMAINDER)
+    r = sub.add_parser("summary", help="Gather evaluate.py outputs into <demo_dir>/report.md.")
+    r.add_argument("--demo_dir", required=True)
+    r.add_argument("--evals", nargs="+", required=True)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())
