@@ -1,5 +1,5 @@
 """Evaluate generated faces: identity (RCA, per-class P/R/F1, confusion, bootstrap CIs, oracle Fréchet
-distance) and visual metrics (FID, KID, IS, per-class LPIPS diversity).
+distance, low-level shift and nuisance-matched RCA) and visual metrics (FID, KID, IS, per-class LPIPS).
 
 RCA = Accuracy_gen / Accuracy_real: the oracle's accuracy on the generated images (target: the class each
 image was conditioned on) over its accuracy on the real test split. The real train split is the FID/KID
@@ -7,6 +7,8 @@ reference. Visual metrics whose network weights cannot be had offline are report
 
     accelerate launch evaluate.py --samples samples/guidance_3.0 --dataset data --oracle oracle-r34 \\
         --output_dir eval-w3 --bootstrap 1000 --lpips_pairs 1000 --fid_mode clean
+    python evaluate.py --samples samples --dataset data --oracle oracle-r34 oracle-r34-robust \\
+        --output_dir eval-2 --no_visual      # two oracles side by side
 
 Writes to --output_dir: metrics.json (every number, the config, package versions, input fingerprints),
 report.md (the paper's Tables 3 and 4), confusion_*.png, class_rca.png, lpips_diversity.png.
@@ -27,6 +29,7 @@ from kface.errors import KfaceError, run_cli
 from kface.features import oracle_outputs, per_class_frechet
 from kface.hub import require_repo_id
 from kface.io import check_writable_dir
+from kface.nuisance import degradations, degraded_accuracies, nuisance_matched_rca, oracle_predict, shift_summary
 from kface.oracle import load_oracle
 from kface.rca import bootstrap_rca, relative_classification_accuracy
 from kface.report import config_hash, package_versions, push_metrics_to_card, write_outputs
@@ -43,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default=None, help="Real data: preprocess.py folder, saved DatasetDict or Hub id.")
     p.add_argument("--resolution", type=positive_int, default=None,
                    help="Picks the dataset's <res>px sub-folder/config; default: the samples' resolution.")
-    p.add_argument("--oracle", default=None, help="Oracle folder (train_oracle.py) or Hub model id.")
+    p.add_argument("--oracle", nargs="+", default=None,
+                   help="Oracle folder (train_oracle.py) or Hub model id; several: each reported side by side.")
     p.add_argument("--output_dir", default=None, help="Where metrics.json, report.md and the plots go.")
     p.add_argument("--batch_size", type=positive_int, default=256, help="Oracle batch size.")
     p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no",
@@ -51,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap, KID subsets and LPIPS pairs.")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000,
                    help="Bootstrap resamples for the 95%% intervals of RCA (0: none).")
+    p.add_argument("--no_nuisance", action="store_true",
+                   help="Skip the oracle-nuisance diagnostic (real test images degraded to the samples' "
+                        "low-level statistics) and nuisance-matched RCA.")
     g = p.add_argument_group("visual metrics")
     g.add_argument("--no_visual", action="store_true", help="Skip FID/KID/IS/LPIPS (identity metrics only).")
     g.add_argument("--fid_mode", choices=FID_MODES, default="clean", help="clean-fid's resizing/network mode.")
@@ -72,9 +79,18 @@ def check_args(args) -> None:
     check_writable_dir(args.output_dir, "--output_dir")
 
 
+def oracle_names(paths: list[str]) -> list[str]:
+    """Short, unique keys: the folder or Hub repo name (``-2``, ``-3`` appended to repeats)."""
+    names = []
+    for path in paths:
+        base = Path(str(path).rstrip("/")).name or str(path)
+        names.append(base if base not in names else f"{base}-{len(names) + 1}")
+    return names
+
+
 def load_inputs(args, device):
-    """Oracle, generated and real test images, with classes checked and resolutions matched."""
-    oracle = load_oracle(args.oracle, device=device)
+    """Oracles, generated and real test images, with classes checked and resolutions matched."""
+    oracles = {name: load_oracle(path, device=device) for name, path in zip(oracle_names(args.oracle), args.oracle)}
     gen = read_samples(args.samples)
     resolution = args.resolution or gen.meta.get("resolution") or gen.images.shape[-1]
     ds = load_image_dataset(args.dataset, resolution=resolution)
@@ -82,18 +98,20 @@ def load_inputs(args, device):
         raise KfaceError(f"--dataset {args.dataset}: no 'test' split (has {list(ds)}); Accuracy_real needs one")
     if "train" not in ds and not args.no_visual:
         raise KfaceError(f"--dataset {args.dataset}: no 'train' split, the FID/KID reference; or pass --no_visual")
-    names = check_class_names({"--oracle": oracle.class_names, "--dataset": class_names(ds)})
+    names = check_class_names({**{f"--oracle {n}": o.class_names for n, o in oracles.items()},
+                               "--dataset": class_names(ds)})
     sampled = check_sampled_classes(names, gen)
     real = read_dataset_split(ds["test"], split="test", flag="--dataset")
     if len(sampled) < len(names):  # sample.py --classes: compare with real images of the same classes
         keep = np.isin(real.labels, sampled)
         real.images, real.labels = real.images[keep], real.labels[keep]
     gen.images = match_resolution(gen.images, real.images.shape[-1], what="--samples images")
-    return oracle, gen, real, ds, names
+    return oracles, gen, real, ds, names
 
 
-def compute_identity(args, oracle, gen, real, names, device) -> dict:
-    """The oracle pass over both sets, then RCA, its bootstrap intervals and the oracle Fréchet distance."""
+def compute_identity(args, oracle, gen, real, names, device, degraded=None) -> dict:
+    """The oracle pass over both sets, then RCA, its bootstrap intervals, the oracle Fréchet distance and,
+    given ``degraded`` real images, the oracle-nuisance diagnostic and nuisance-matched RCA."""
     progress = PartialState().is_local_main_process
     real_logits, real_feats = oracle_outputs(oracle, real.images, args.batch_size, device, args.mixed_precision,
                                              progress)
@@ -107,11 +125,19 @@ def compute_identity(args, oracle, gen, real, names, device) -> dict:
                                          num_resamples=args.bootstrap, seed=args.seed)
     out["oracle_frechet"] = per_class_frechet(real_feats, real.labels, gen_feats, gen.labels, names)
     out["oracle_frechet"]["reference"] = "real test split"
+    if degraded is not None:
+        predict = oracle_predict(oracle, device, args.mixed_precision)
+        out["nuisance"] = {"accuracy": {"clean": ident["accuracy_real"],
+                                        **degraded_accuracies(predict, degraded, real.labels, args.batch_size)}}
+        out["nuisance"].update(nuisance_matched_rca(ident["accuracy_gen"], ident["accuracy_real"],
+                                                    out["nuisance"]["accuracy"]["all"]["accuracy"]))
     return out
 
 
-def fingerprints(args, oracle, gen, real, ds) -> dict:
-    return {"samples": gen.fingerprint, "oracle_config_sha256": config_hash(oracle.config),
+def fingerprints(args, oracles, gen, real, ds) -> dict:
+    hashes = {name: config_hash(o.config) for name, o in oracles.items()}
+    return {"samples": gen.fingerprint, "oracle_config_sha256": next(iter(hashes.values())),
+            "oracles_config_sha256": hashes,
             "dataset_test": real.fingerprint, "dataset_train": str(getattr(ds["train"], "_fingerprint", ""))
             if "train" in ds else None}
 
@@ -125,13 +151,19 @@ def main(args):
     if not state.is_main_process:  # one pass over in-memory arrays: extra processes would only repeat it
         return
     hub_id, device = None, state.device
-    oracle, gen, real, ds, names = load_inputs(args, device)
+    oracles, gen, real, ds, names = load_inputs(args, device)
     if args.push_to_hub:
         hub_id = args.hub_model_id or pipeline_hub_id(gen.meta)
         require_repo_id(True, hub_id, "--hub_model_id (samples.json's pipeline is not a Hub id)")
     logger.info(f"evaluating {len(gen.labels)} generated and {len(real.labels)} real test images, "
                 f"{len(names)} classes, on {device}")
-    metrics = compute_identity(args, oracle, gen, real, names, device)
+    metrics, degraded = {}, None
+    if not args.no_nuisance:
+        metrics["shift"] = shift_summary(gen.images, real.images)
+        degraded = degradations(real.images, metrics["shift"]["generated"], seed=args.seed)
+    metrics["oracles"] = {name: compute_identity(args, oracle, gen, real, names, device, degraded)
+                          for name, oracle in oracles.items()}
+    metrics.update(next(iter(metrics["oracles"].values())))  # the first --oracle's, where one-oracle readers look
     if not args.no_visual:
         metrics["visual"] = visual_metrics(
             gen, lambda: read_dataset_split(ds["train"], split="train", flag="--dataset"), fid_mode=args.fid_mode,
@@ -140,7 +172,7 @@ def main(args):
     metrics["config"] = {k: v for k, v in vars(args).items() if k != "hub_token"}
     metrics["samples_meta"] = gen.meta
     metrics["versions"] = package_versions()
-    metrics["fingerprints"] = fingerprints(args, oracle, gen, real, ds)
+    metrics["fingerprints"] = fingerprints(args, oracles, gen, real, ds)
     files = write_outputs(metrics, args.output_dir)
     ident = metrics["identity"]
     logger.info(f"RCA {ident['rca']} (accuracy gen {ident['accuracy_gen']:.4f} / real {ident['accuracy_real']:.4f}); "

@@ -25,7 +25,7 @@ from accelerate import PartialState
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
-from kface.args import add_data_args, add_hub_args, add_training_args, non_negative_int
+from kface.args import add_data_args, add_hub_args, add_training_args, fraction, non_negative_int
 from kface.checkpointing import latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
 from kface.data import class_names, load_image_dataset
 from kface.errors import KfaceError, run_cli
@@ -58,6 +58,9 @@ def parse_args(argv=None):
     g.add_argument("--translate", type=float, default=0.1, help="Random translation, fraction of the size.")
     g.add_argument("--scale", type=float, default=0.1, help="Random scale in [1-s, 1+s].")
     g.add_argument("--color_jitter", type=float, default=0.2, help="Brightness/contrast/saturation jitter.")
+    g.add_argument("--robust_augment", action="store_true", help="Nuisance augmentations (noise, colour cast, "
+                   "blur, greyscale, border shift, JPEG) so the oracle judges identity, not low-level shift.")
+    g.add_argument("--robust_augment_p", type=fraction, default=0.3, help="Probability of each of them.")
     g.add_argument("--val_fraction", type=float, default=0.1,
                    help="Stratified part of train held out to pick the best epoch; 0 keeps the last epoch.")
     g = p.add_argument_group("evaluation only")
@@ -87,7 +90,8 @@ def check_args(args) -> None:
 def make_loaders(args, splits: dict, resolution: int) -> dict:
     return image_loaders(splits, resolution, args.train_batch_size, args.eval_batch_size, args.dataloader_num_workers,
                          random_flip=args.random_flip, translate=args.translate, scale=args.scale,
-                         color_jitter=args.color_jitter)
+                         color_jitter=args.color_jitter,
+                         robust_augment=args.robust_augment_p if args.robust_augment else 0.0)
 
 
 def build_optimisation(args, oracle: Oracle, small_stem: bool, steps_per_epoch: int):
@@ -200,7 +204,8 @@ def train(args, model_name: str, out: Path) -> dict:
     final = accelerator.unwrap_model(oracle)
     if best.weights is not None:
         final.model.load_state_dict(best.weights)
-    final.config.update(dataset=str(args.dataset), best_epoch=best.epoch, trained_steps=summary["steps"])
+    final.config.update(dataset=str(args.dataset), best_epoch=best.epoch, trained_steps=summary["steps"],
+                        robust_augment=args.robust_augment_p if args.robust_augment else 0.0)
     if accelerator.is_main_process:
         save_oracle(final, out)
         atomic_write_json(out / "train_summary.json", {**summary, "best_epoch": best.epoch, "args": vars(args),

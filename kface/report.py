@@ -59,6 +59,10 @@ def _num(x, fmt=".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
 def _ci(pair) -> str:
     return "" if not pair or pair[0] is None else f" [{pair[0]:.3f}, {pair[1]:.3f}]"
 
@@ -105,6 +109,58 @@ def summary_row(metrics: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def oracle_table(metrics: dict) -> str:
+    """Identity metrics with one column per oracle (only when several were given)."""
+    oracles = metrics.get("oracles", {})
+    if len(oracles) < 2:
+        return ""
+    rows = [("RCA", lambda m: f"{_num(m['identity']['rca'])}{_ci(m.get('bootstrap', {}).get('rca'))}"),
+            ("Nuisance-matched RCA", lambda m: _num(m.get("nuisance", {}).get("nuisance_matched_rca"))),
+            ("Accuracy gen", lambda m: f"{m['identity']['accuracy_gen']:.4f}"),
+            ("Accuracy real", lambda m: f"{m['identity']['accuracy_real']:.4f}"),
+            ("Accuracy real, degraded (all)", lambda m: _num(m.get("nuisance", {}).get("accuracy_real_degraded"),
+                                                              ".4f")),
+            ("Nuisance share of the gap", lambda m: _num(m.get("nuisance", {}).get("nuisance_share_of_gap"))),
+            ("Oracle FD", lambda m: _num(m.get("oracle_frechet", {}).get("global"), ".2f"))]
+    lines = ["## Oracles side by side", "", "| Metric | " + " | ".join(f"`{n}`" for n in oracles) + " |",
+             "|---" * (len(oracles) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(fmt(m) for m in oracles.values()) + " |" for label, fmt in rows]
+    return "\n".join(lines) + "\n\n"
+
+
+def shift_section(metrics: dict) -> str:
+    """The low-level shift summary and the oracle-nuisance table (a column pair per oracle)."""
+    shift = metrics.get("shift")
+    if not shift:
+        return "Oracle-nuisance diagnostic skipped (--no_nuisance).\n"
+    real, gen, diff = shift["real"], shift["generated"], shift["difference"]
+
+    def vec(v, fmt="+.3f"):
+        return ", ".join(format(x, fmt) for x in v) if isinstance(v, list) else format(v, fmt)
+
+    lines = ["| Statistic ([0, 1] units) | Real test | Generated | Generated - real |", "|---|---|---|---|"]
+    for key, label in (("channel_mean", "Channel mean (R, G, B)"), ("channel_std", "Channel std"),
+                       ("border_mean", f"Border mean (outer {shift['border_px']} px)"), ("border_std", "Border std"),
+                       ("hf_energy", "High-frequency energy")):
+        lines.append(f"| {label} | {vec(real[key], '.3f')} | {vec(gen[key], '.3f')} | {vec(diff[key])} |")
+    oracles = metrics.get("oracles") or {"oracle": metrics}
+    head = "| Real test images | " + " | ".join(f"`{n}` accuracy | drop" for n in oracles) + " |"
+    lines += ["", head, "|---" * (2 * len(oracles) + 1) + "|"]
+    first = next(iter(oracles.values()))["nuisance"]["accuracy"]
+    for key in first:
+        label = key if key != "high_frequency" else f"high_frequency ({first[key]['kind']}, " \
+                                                     f"sigma {first[key]['sigma']:.3f})"
+        cells = []
+        for m in oracles.values():
+            acc = m["nuisance"]["accuracy"]
+            value = acc[key] if key == "clean" else acc[key]["accuracy"]
+            cells.append(f"{value:.3f} | {acc['clean'] - value:+.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- `{n}`: {m['nuisance']['explanation']}" for n, m in oracles.items()]
+    return "\n".join(lines) + "\n"
+
+
 def render_report(metrics: dict, files: dict) -> str:
     ident, vis, fd = metrics["identity"], metrics.get("visual", {}), metrics.get("oracle_frechet", {})
     fd_rows = "\n".join(f"| {n} | {_num(v, '.2f')} |" for n, v in fd.get("per_class", {}).items())
@@ -114,12 +170,20 @@ def render_report(metrics: dict, files: dict) -> str:
     return f"""# kface evaluation
 
 Samples `{cfg['samples']}` ({ident['num_gen']} images, {len(ident['class_names'])} classes) judged by the oracle
-`{cfg['oracle']}` against `{cfg['dataset']}` (test split: {ident['num_real']} images).
+{', '.join(f'`{o}`' for o in _as_list(cfg['oracle']))} against `{cfg['dataset']}` (test split: {ident['num_real']} \
+images). Single-oracle tables below are the first oracle's.
 
 | RCA | Accuracy gen | Accuracy real | FID ({vis.get('fid_mode', '-')}) | KID x1e3 | IS | LPIPS | Oracle FD |
 |---|---|---|---|---|---|---|---|
 {summary_row(metrics)}
 
+{oracle_table(metrics)}## Low-level shift and the oracle-nuisance diagnostic
+
+The real test images degraded to the generated set's statistics (colour: per-channel mean/std; high
+frequency: noise or blur to its grain; background: the border ring, blended in smoothly; then all
+together). Nuisance-matched RCA = accuracy gen / accuracy on the real images degraded by all of them.
+
+{shift_section(metrics)}
 ## Identity: real against generated (Table 4)
 
 {table4(metrics)}

@@ -1,0 +1,288 @@
+"""Low-level distribution shift between generated and real images, and how much of RCA it explains.
+
+A generator can keep identity and still miss low-level statistics (a grey background, a colour tint, pixel
+grain). An oracle that has never seen such shifts may then fail on samples a person sorts correctly, and
+raw RCA mixes that fragility with identity loss. This module measures the shift and degrades the *real*
+test images to match it, so the oracle's accuracy on them says how much of the drop is nuisance.
+
+Conventions: images are uint8 NCHW numpy arrays at the API; statistics are in [0, 1] pixel units.
+
+- **Colour**: per-channel mean and std over all pixels of the set.
+- **Border**: per-channel mean and std of the outer ``BORDER``-px ring of every image (the background of a
+  centred face crop).
+- **High-frequency energy** ``hf``: the residual ``r = x - box3x3(x)`` on the interior pixels (no padding),
+  its variance per image over channels and pixels, then ``sqrt(mean over images)``: an RMS, so that
+  independent noise adds in squares. For i.i.d. Gaussian noise of std ``s`` on a flat image,
+  ``r = n (8/9) - (sum of 8 neighbours)/9`` has variance ``s^2 (64 + 8) / 81 = s^2 8/9``, so ``hf = s sqrt(8/9)``.
+"""
+
+import logging
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+BORDER = 2  # px: the ring whose statistics stand for the background
+HF_NOISE_GAIN = np.sqrt(8 / 9)  # hf of unit i.i.d. noise (see the module docstring)
+# hf differences below 2% are left alone: PNG rounding alone moves hf by about that much
+HF_REL_TOLERANCE = 0.02
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    # float32: a 64 px test split of a few thousand images is then ~150 MB per degraded copy, not ~300
+    return np.asarray(images, dtype=np.float32) / np.float32(255.0)
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def border_mask(size: int, ring: int = BORDER, ramp: float | None = None) -> np.ndarray:
+    """``(size, size)`` weights: 1 on the outer ``ring`` px, falling linearly to 0 over ``ramp`` px inward
+    (default ``size / 8``), so a background shift has no visible seam."""
+    ramp = size / 8 if ramp is None else ramp
+    idx = np.arange(size)
+    d1 = np.minimum(idx, size - 1 - idx)
+    dist = np.minimum(d1[:, None], d1[None, :]).astype(np.float64)  # px from the nearest edge
+    return np.clip(1.0 - (dist - (ring - 1)) / max(ramp, 1e-9), 0.0, 1.0)
+
+
+def _ring(size: int, ring: int = BORDER) -> np.ndarray:
+    return border_mask(size, ring, ramp=1e-9) >= 1.0
+
+
+def hf_residual_var(x: np.ndarray) -> np.ndarray:
+    """Per-image variance of ``x - box3x3(x)`` over channels and interior pixels; ``x`` float NCHW."""
+    h, w = x.shape[-2:]
+    box = sum(x[..., i:h - 2 + i, j:w - 2 + j] for i in range(3) for j in range(3)) / 9.0
+    r = x[..., 1:h - 1, 1:w - 1] - box
+    return r.reshape(len(x), -1).var(axis=1)
+
+
+def hf_energy(x: np.ndarray) -> float:
+    """RMS over images of the high-frequency residual std (float NCHW in [0, 1])."""
+    return float(np.sqrt(hf_residual_var(x).astype(np.float64).mean())) if len(x) else 0.0
+
+
+def shift_stats(images: np.ndarray) -> dict:
+    """Colour, border and high-frequency statistics of a uint8 NCHW set (see the module docstring)."""
+    x = to_float(images)
+    ring = _ring(x.shape[-1])
+    border = x[:, :, ring]  # (N, C, ring pixels)
+    f64 = np.float64
+    return {"channel_mean": x.mean(axis=(0, 2, 3), dtype=f64).tolist(),
+            "channel_std": x.std(axis=(0, 2, 3), dtype=f64).tolist(),
+            "border_mean": border.mean(axis=(0, 2), dtype=f64).tolist(),
+            "border_std": border.std(axis=(0, 2), dtype=f64).tolist(),
+            "hf_energy": hf_energy(x)}
+
+
+def shift_summary(gen_images: np.ndarray, real_images: np.ndarray) -> dict:
+    """Statistics of both sets and ``generated - real`` for each."""
+    gen, real = shift_stats(gen_images), shift_stats(real_images)
+    diff = {k: (np.asarray(gen[k]) - np.asarray(real[k])).tolist() for k in gen}
+    return {"generated": gen, "real": real, "difference": diff, "border_px": BORDER,
+            "definition": "[0,1] pixel units; border = outer ring; hf_energy = RMS over images of the std of "
+                          "x - box3x3(x) on interior pixels"}
+
+
+def colour_map(x: np.ndarray, target_mean, target_std) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(gain, offset)`` with ``gain * x + offset`` having the target set mean and std."""
+    mean, std = x.mean(axis=(0, 2, 3), dtype=np.float64), x.std(axis=(0, 2, 3), dtype=np.float64)
+    gain = np.asarray(target_std, dtype=np.float64) / np.maximum(std, 1e-8)
+    return gain, np.asarray(target_mean, dtype=np.float64) - gain * mean
+
+
+def match_colour(x: np.ndarray, target_mean, target_std) -> np.ndarray:
+    """Per-channel affine map of float NCHW ``x`` so each channel's set mean/std equal the targets (no clip)."""
+    gain, offset = colour_map(x, target_mean, target_std)
+    return (x * gain[None, :, None, None] + offset[None, :, None, None]).astype(x.dtype)
+
+
+def match_border(x: np.ndarray, target_mean, target_std, ring: int = BORDER) -> np.ndarray:
+    """Blend a per-channel affine map of the border in with :func:`border_mask`: on the ring the statistics
+    equal the targets (before clipping); the centre is untouched."""
+    on_ring = x[:, :, _ring(x.shape[-1], ring)]
+    mean, std = on_ring.mean(axis=(0, 2)), on_ring.std(axis=(0, 2))
+    gain = np.asarray(target_std) / np.maximum(std, 1e-8)
+    mapped = (x - mean[None, :, None, None]) * gain[None, :, None, None] + np.asarray(target_mean)[None, :, None, None]
+    w = border_mask(x.shape[-1], ring)[None, None]
+    return ((1 - w) * x + w * mapped).astype(x.dtype)
+
+
+def add_noise_to_match(x: np.ndarray, target_hf: float, seed: int = 0, refine: int = 3) -> tuple[np.ndarray, float]:
+    """Add Gaussian noise so ``hf_energy`` (after clipping to [0, 1]) reaches ``target_hf``.
+
+    Independent noise adds in squares: ``sigma = sqrt((target^2 - hf^2)) / sqrt(8/9)``. Clipping removes some
+    of it, so ``refine`` fixed-point steps rescale sigma by the measured shortfall (same noise draw)."""
+    base = hf_energy(x)
+    if target_hf <= base:
+        return x, 0.0
+    sigma = np.sqrt(target_hf ** 2 - base ** 2) / HF_NOISE_GAIN
+    noise = np.random.default_rng(seed).standard_normal(x.shape, dtype=np.float32)
+    out = np.clip(x + sigma * noise, 0, 1)
+    for _ in range(refine):
+        got = hf_energy(out)
+        if got <= base or abs(got - target_hf) < 1e-4:
+            break
+        sigma *= np.sqrt((target_hf ** 2 - base ** 2) / (got ** 2 - base ** 2))
+        out = np.clip(x + sigma * noise, 0, 1)
+    return out, float(sigma)
+
+
+def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    from torchvision.transforms.v2 import functional as F
+
+    size = 2 * int(np.ceil(3 * sigma)) + 1
+    return F.gaussian_blur(torch.from_numpy(x), [size, size], [sigma, sigma]).numpy()
+
+
+def blur_to_match(x: np.ndarray, target_hf: float, steps: int = 14) -> tuple[np.ndarray, float]:
+    """Gaussian blur with sigma found by bisection in [0.05, 5] px so ``hf_energy`` meets ``target_hf``
+    (hf falls monotonically with sigma)."""
+    if target_hf >= hf_energy(x):
+        return x, 0.0
+    lo, hi = 0.05, 5.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if hf_energy(gaussian_blur(x, mid)) > target_hf else (lo, mid)
+    sigma = (lo + hi) / 2
+    return gaussian_blur(x, sigma), float(sigma)
+
+
+def match_high_frequency(x: np.ndarray, target_hf: float, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Noise if the target is grainier than ``x``, blur if it is smoother (the sign of the hf difference);
+    nothing within ``HF_REL_TOLERANCE``."""
+    base = hf_energy(x)
+    if abs(target_hf - base) <= HF_REL_TOLERANCE * base:
+        return x, {"kind": "none", "sigma": 0.0}
+    if target_hf > base:
+        out, sigma = add_noise_to_match(x, target_hf, seed)
+        return out, {"kind": "noise", "sigma": sigma}
+    out, sigma = blur_to_match(x, target_hf)
+    return out, {"kind": "blur" if sigma > 0 else "none", "sigma": sigma}
+
+
+def degradations(real_images: np.ndarray, target: dict, seed: int = 0) -> dict:
+    """uint8 real images degraded toward ``target`` (a :func:`shift_stats` dict): each shift alone, then all.
+
+    Returns ``{name: (uint8 images, parameters)}`` for colour, high_frequency, background and all. "all"
+    applies colour, then background, then the high-frequency match measured on that result."""
+    x = to_float(real_images)
+    out = {}
+    colour = match_colour(x, target["channel_mean"], target["channel_std"])
+    gain, offset = colour_map(x, target["channel_mean"], target["channel_std"])
+    out["colour"] = (to_uint8(colour), {"gain": gain.tolist(), "offset": offset.tolist()})
+    hf, hf_params = match_high_frequency(x, target["hf_energy"], seed)
+    out["high_frequency"] = (to_uint8(hf), hf_params)
+    out["background"] = (to_uint8(match_border(x, target["border_mean"], target["border_std"])), {"ring_px": BORDER})
+    both = np.clip(match_border(np.clip(colour, 0, 1), target["border_mean"], target["border_std"]), 0, 1)
+    both, all_params = match_high_frequency(both, target["hf_energy"], seed)
+    out["all"] = (to_uint8(both), {"high_frequency": all_params})
+    return out
+
+
+@torch.no_grad()
+def accuracy(predict, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``predict`` (uint8 NCHW tensor -> logits) on numpy images."""
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = predict(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])))
+        correct += int((logits.argmax(1).cpu().numpy() == labels[start:start + batch_size]).sum())
+    return correct / max(len(images), 1)
+
+
+def oracle_predict(oracle, device="cpu", mixed_precision: str = "no"):
+    """``uint8 NCHW tensor -> float logits`` on ``device`` under the autocast evaluate.py uses."""
+    device = torch.device(device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return oracle.predict(batch.to(device)).float()
+
+    return predict
+
+
+def degraded_accuracies(predict, degraded: dict, real_labels: np.ndarray, batch_size: int = 256) -> dict:
+    """``{name: {"accuracy", parameters...}}`` over the output of :func:`degradations`."""
+    return {name: {"accuracy": accuracy(predict, images, real_labels, batch_size), **params}
+            for name, (images, params) in degraded.items()}
+
+
+def nuisance_diagnostic(predict, real_images: np.ndarray, real_labels: np.ndarray, gen_images: np.ndarray,
+                        seed: int = 0, batch_size: int = 256) -> dict:
+    """The oracle's accuracy on the real test images degraded to match the generated set, shift by shift."""
+    degraded = degradations(real_images, shift_stats(gen_images), seed)
+    return {"clean": accuracy(predict, real_images, real_labels, batch_size),
+            **degraded_accuracies(predict, degraded, real_labels, batch_size)}
+
+
+def nuisance_matched_rca(accuracy_gen: float, accuracy_real: float, accuracy_degraded: float) -> dict:
+    """RCA against the degraded real set, and the share of the accuracy gap that the nuisance explains."""
+    matched = accuracy_gen / accuracy_degraded if accuracy_degraded > 0 else None
+    gap = accuracy_real - accuracy_gen
+    share = (accuracy_real - accuracy_degraded) / gap if gap > 0 else None
+    rca = accuracy_gen / accuracy_real if accuracy_real > 0 else None
+    text = (f"Matching the real test images to the generated set's low-level statistics (colour, background, "
+            f"grain/blur) takes the oracle from {accuracy_real:.3f} to {accuracy_degraded:.3f} accuracy "
+            f"(generated: {accuracy_gen:.3f}); ")
+    if share is None:
+        text += "the generated set is not below real, so there is no gap to split."
+    else:
+        text += (f"{share:.0%} of the real-to-generated gap is explained by low-level nuisance, not identity "
+                 f"(RCA {_fmt(rca)}, nuisance-matched RCA {_fmt(matched)}).")
+    return {"rca": rca, "nuisance_matched_rca": matched, "accuracy_real_degraded": accuracy_degraded,
+            "nuisance_share_of_gap": share, "explanation": text}
+
+
+def _fmt(x) -> str:
+    return "undefined" if x is None else f"{x:.3f}"
+
+
+class ChannelCast(torch.nn.Module):
+    """Colour cast and gain: ``x * g_c + o_c`` per channel, with ``g_c ~ U(1 - gain, 1 + gain)`` and
+    ``o_c ~ U(-offset, offset)`` (float CHW in [0, 1]); ColorJitter's brightness is one gain for all channels."""
+
+    def __init__(self, gain: float = 0.4, offset: float = 0.2):
+        super().__init__()
+        self.gain, self.offset = gain, offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[-3]
+        g = 1 + (torch.rand(c, 1, 1) * 2 - 1) * self.gain
+        o = (torch.rand(c, 1, 1) * 2 - 1) * self.offset
+        return (x * g + o).clamp(0, 1)
+
+
+class BorderShift(torch.nn.Module):
+    """A background shift: pull the border toward a random colour with :func:`border_mask`'s smooth weights
+    (strength ``U(0, strength)``), the kind of grey or tinted background a generator may draw."""
+
+    def __init__(self, strength: float = 0.8):
+        super().__init__()
+        self.strength = strength
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.from_numpy(border_mask(x.shape[-1])).to(x.dtype) * float(torch.rand(())) * self.strength
+        colour = torch.rand(x.shape[-3], 1, 1)
+        return (1 - w) * x + w * colour
+
+
+def robust_augmentations(p: float = 0.3) -> list:
+    """torchvision v2 steps (uint8 CHW in and out) that each apply with probability ``p``: Gaussian noise,
+    colour cast and gain, colour jitter, blur, greyscale, border shift, JPEG."""
+    from torchvision.transforms import v2
+
+    def on_float(*steps):  # GaussianNoise and the custom steps want float images in [0, 1]
+        return v2.Compose([v2.ToDtype(torch.float32, scale=True), *steps, v2.ToDtype(torch.uint8, scale=True)])
+
+    noise = v2.RandomChoice([v2.GaussianNoise(sigma=s, clip=True) for s in (0.02, 0.05, 0.1)])
+    return [v2.RandomApply([on_float(ChannelCast())], p=p),
+            v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05)], p=p),
+            v2.RandomGrayscale(p=p),
+            v2.RandomApply([on_float(BorderShift())], p=p),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.3, 1.5))], p=p),
+            v2.RandomApply([on_float(noise)], p=p),
+            v2.RandomApply([v2.JPEG(quality=(30, 90))], p=p)]
