@@ -1,0 +1,47 @@
+"""kface.demo: stage timing and the guidance-sweep report, on hand-made evaluate.py outputs."""
+
+import json
+import sys
+
+from kface.demo import run_stage, summary_rows, write_report
+
+
+def _metrics(w, acc_gen, acc_real, lo, hi, fd):
+    names = ["a", "b"]
+    per_class = {n: {"real": {"recall": 0.8}, "gen": {"recall": acc_gen}, "class_rca": acc_gen / 0.8} for n in names}
+    return {"identity": {"rca": acc_gen / acc_real, "accuracy_gen": acc_gen, "accuracy_real": acc_real,
+                         "num_gen": 20, "class_names": names, "per_class": per_class},
+            "bootstrap": {"rca": [lo, hi], "class_rca": [[0.1, 0.9], [0.2, 0.8]]},
+            "oracle_frechet": {"global": fd},
+            "nuisance": {"nuisance_matched_rca": 0.9},
+            "visual": {"lpips": {"skipped": "no weights"}, "fid": {"value": 12.5}},
+            "samples_meta": {"guidance_scale": w, "scheduler": "ddim", "num_inference_steps": 25},
+            "config": {"samples": "/nonexistent"}}
+
+
+def test_report_orders_by_guidance_and_prints_the_numbers(tmp_path):
+    dirs = []
+    for w, acc_gen, fd in [(3.0, 0.6, 4.0), (1.0, 0.4, 9.0)]:
+        d = tmp_path / f"eval{w}"
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps(_metrics(w, acc_gen, 0.8, 0.3, 0.9, fd)))
+        dirs.append(d)
+    evals = [dict(json.loads((d / "metrics.json").read_text()), _dir=d) for d in dirs]
+    rows = summary_rows(evals)
+    assert [r["guidance"] for r in rows] == [1.0, 3.0]
+    assert rows[0]["rca"] == 0.4 / 0.8 and rows[1]["rca"] == 0.6 / 0.8
+    table = write_report(tmp_path, evals, {"oracle": 12.0, "ddpm": 30.5})
+    lines = table.splitlines()
+    assert lines[2].startswith("| 1 | ddim-25 | 20 | 0.500 [0.300, 0.900] | 0.900 | 0.400 | 0.800 | 9.00 | skipped "
+                               "| 12.500 |")
+    report = (tmp_path / "report.md").read_text()
+    assert "| **total** | 42.5 |" in report and "class RCA, w=3" in report
+    assert (tmp_path / "guidance_sweep.png").stat().st_size > 1000
+
+
+def test_stage_time_is_recorded_only_on_success(tmp_path):
+    log = tmp_path / "times.json"
+    assert run_stage("ok", [sys.executable, "-c", "pass"], log) == 0
+    assert run_stage("bad", [sys.executable, "-c", "raise SystemExit(3)"], log) == 3
+    times = json.loads(log.read_text())
+    assert list(times) == ["ok"] and times["ok"] >= 0
