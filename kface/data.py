@@ -30,8 +30,13 @@ def load_image_dataset(path_or_id: str, resolution: int | None = None, flag: str
             path = path / resolution_config(resolution)
         if not (path / "dataset_dict.json").exists():
             found = sorted(p.name for p in path.glob("*px") if (p / "dataset_dict.json").exists())
-            hint = f"; it holds resolutions {found}: pass --resolution" if found else (
-                "; run preprocess.py first to make one")
+            if found and resolution is not None:
+                hint = (f"; it has no {resolution_config(resolution)}/ but holds {found}: pass one of those to "
+                        f"--resolution, or rerun preprocess.py with --resolutions {resolution}")
+            elif found:
+                hint = f"; it holds resolutions {found}: pass --resolution"
+            else:
+                hint = "; run preprocess.py first to make one"
             raise KfaceError(f"{flag} {path} is not a saved DatasetDict (no dataset_dict.json){hint}")
         ds = load_from_disk(str(path))
     else:

@@ -211,6 +211,7 @@ def _fetch(path_or_id: str, flag: str) -> Path:
 def load_oracle(path_or_hub_id, device: str | torch.device = "cpu", flag: str = "--oracle") -> Oracle:
     """Rebuild a saved oracle from its folder or Hub id alone; returned in eval mode on ``device``."""
     import timm
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = _fetch(str(path_or_hub_id), flag)
@@ -220,8 +221,8 @@ def load_oracle(path_or_hub_id, device: str | torch.device = "cpu", flag: str = 
         adapt_stem(model, from_pretrained=False)
     try:
         model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
-    except RuntimeError as err:
-        raise KfaceError(f"{flag} {path_or_hub_id}: weights do not match config.json "
+    except (RuntimeError, SafetensorError, OSError) as err:  # wrong shapes, a truncated or foreign file
+        raise KfaceError(f"{flag} {path_or_hub_id}: {WEIGHTS_NAME} cannot be loaded against config.json "
                          f"({str(err).splitlines()[0]}); the folder is damaged, retrain or re-download") from None
     return Oracle(model, config).to(device).eval()
 

@@ -38,10 +38,14 @@ class ImageSet:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError) as err:  # a stray file, or a PNG cut short by a crash
+        raise KfaceError(f"--samples {path}: not a readable image ({err}); delete it and rerun the same "
+                         "sample.py command to regenerate it") from None
 
 
 def _stack(arrays: list[np.ndarray], flag: str, where: str) -> np.ndarray:
