@@ -1,0 +1,153 @@
+"""Quality per network evaluation: which sampler needs the fewest steps to match DDPM-1000?
+
+Each sampler setting (default: DDPM 1000, DDIM 50, DPM-Solver++ 20 and 10 steps) samples ``--num_per_class``
+images per class with sample.py (in this process, into ``--output_dir/<sampler>-<steps>/``, so an interrupted
+benchmark resumes), and is scored by the oracle: accuracy on the samples (the numerator of RCA) and the
+Fréchet distance between oracle penultimate features of the samples and of the real ``--split`` images.
+The answer is the setting with the fewest NFE whose accuracy and Fréchet distance are both within
+``--tolerance`` (5%) of DDPM-1000's.
+
+    HF_HUB_OFFLINE=1 python benchmarks/sampler_quality.py --pipeline ddpm-32 --oracle oracle-32 \\
+        --dataset data --num_per_class 200 --output_dir bench/sampler_quality
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEFAULT_SETTINGS = ["ddpm:1000", "ddim:50", "dpmsolver++:20", "dpmsolver++:10"]
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pipeline", required=True, help="train_ddpm.py output folder or Hub id.")
+    p.add_argument("--oracle", required=True, help="train_oracle.py output folder or Hub id.")
+    p.add_argument("--dataset", required=True, help="Real images for the Fréchet reference (preprocess.py output).")
+    p.add_argument("--split", default="test")
+    p.add_argument("--num_per_class", type=int, default=200)
+    p.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, help="sampler:steps; the first is the reference.")
+    p.add_argument("--guidance_scale", type=float, default=1.0)
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tolerance", type=float, default=0.05)
+    p.add_argument("--output_dir", required=True)
+    return p.parse_args()
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Dowson & Landau 1982; the FID formula).
+
+    The fallback when kface.features (evaluate.py's) is not there."""
+    from scipy import linalg
+
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():  # singular product (few samples): regularise, as pytorch-fid does
+        offset = np.eye(len(sigma1)) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fd_function():
+    try:  # evaluate.py's, so that the numbers are the ones evaluate.py reports
+        from kface.features import frechet_distance as shared
+        return shared
+    except ImportError:
+        return frechet_distance
+
+
+@torch.no_grad()
+def oracle_outputs(oracle, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, penultimate features) of uint8 NHWC images."""
+    preds, feats = [], []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2).contiguous()
+        preds.append(oracle.predict(x).argmax(1).numpy())
+        feats.append(oracle.features(x).double().numpy())
+    return np.concatenate(preds), np.concatenate(feats)
+
+
+def stats(features: np.ndarray):
+    return features.mean(0), np.cov(features, rowvar=False)
+
+
+def real_images(dataset: str, split: str, resolution: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from kface.data import class_names, load_image_dataset
+
+    ds = load_image_dataset(dataset, resolution)
+    images = np.stack([np.asarray(im.convert("RGB")) for im in ds[split]["image"]])
+    return images, np.asarray(ds[split]["label"]), class_names(ds)
+
+
+def sample_setting(args, name: str, steps: int) -> Path:
+    import sample
+
+    out = Path(args.output_dir) / f"{name}-{steps}"
+    sample.main(sample.parse_args(["--pipeline", args.pipeline, "--output_dir", str(out), "--scheduler", name,
+                                   "--num_inference_steps", str(steps), "--guidance_scale", str(args.guidance_scale),
+                                   "--num_per_class", str(args.num_per_class), "--batch_size", str(args.batch_size),
+                                   "--seed", str(args.seed)]))
+    return out
+
+
+def score(out: Path, oracle, real_stats, oracle_names: list[str]) -> dict:
+    from kface.sampling import read_images
+
+    manifest = json.loads((out / "samples.json").read_text())
+    images, labels = [], []
+    for c in manifest["classes"]:
+        images.append(read_images(out, c["folder"], range(c["seeds"][0], c["seeds"][1] + 1)))
+        labels += [oracle_names.index(c["name"])] * c["count"]
+    preds, feats = oracle_outputs(oracle, np.concatenate(images))
+    fd = fd_function()(*stats(feats), *real_stats)
+    return {"accuracy": float((preds == np.asarray(labels)).mean()), "frechet_distance": float(fd),
+            "images": len(labels), "images_per_second": manifest.get("images_per_second")}
+
+
+def table(rows: list[dict], tolerance: float) -> str:
+    ref = rows[0]
+    lines = ["| sampler | steps | NFE / image | oracle accuracy | Fréchet distance (oracle features) | "
+             f"within {tolerance:.0%} of {ref['sampler']}-{ref['steps']} | sample img/s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['accuracy']:.4f} | "
+                     f"{r['frechet_distance']:.3f} | {'yes' if r['within_tolerance'] else 'no'} | "
+                     f"{r['images_per_second']} |")
+    return "\n".join(lines)
+
+
+def main(args) -> None:
+    from kface.oracle import load_oracle
+
+    oracle = load_oracle(args.oracle)
+    images, _, _ = real_images(args.dataset, args.split, oracle.resolution)
+    real_stats = stats(oracle_outputs(oracle, images)[1])
+    guided = args.guidance_scale not in (0.0, 1.0)
+    rows = []
+    for setting in args.settings:
+        name, steps = setting.split(":")
+        out = sample_setting(args, name, int(steps))
+        rows.append({"sampler": name, "steps": int(steps), "nfe": int(steps) * (2 if guided else 1),
+                     **score(out, oracle, real_stats, oracle.class_names)})
+    ref = rows[0]
+    for r in rows:
+        r["within_tolerance"] = (r["accuracy"] >= (1 - args.tolerance) * ref["accuracy"]
+                                 and r["frechet_distance"] <= (1 + args.tolerance) * ref["frechet_distance"])
+    best = min((r for r in rows if r["within_tolerance"]), key=lambda r: r["nfe"])
+    result = {"pipeline": args.pipeline, "oracle": args.oracle, "dataset": args.dataset, "split": args.split,
+              "num_per_class": args.num_per_class, "guidance_scale": args.guidance_scale, "real_images": len(images),
+              "rows": rows, "fewest_nfe_within_tolerance": f"{best['sampler']}-{best['steps']}"}
+    (Path(args.output_dir) / "sampler_quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(table(rows, args.tolerance))
+    print(f"fewest NFE within {args.tolerance:.0%} of the reference on both: {result['fewest_nfe_within_tolerance']}")
+
+
+if __name__ == "__main__":
+    main(parse_args())

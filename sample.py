@@ -1,0 +1,144 @@
+"""Sample a class-conditional DDPM into per-identity folders, resumably and across processes.
+
+    accelerate launch sample.py --pipeline ddpm-32 --output_dir samples/ddpm-32 --num_per_class 5000 \\
+        --scheduler dpmsolver++ --num_inference_steps 20 --guidance_scale 1.0 3.0 --batch_size 256 \\
+        --mixed_precision bf16
+    # the paper's setting: --scheduler ddpm --num_inference_steps 1000 --guidance_scale 1.0
+
+Writes ``OUT/<class folder>/<seed>.png`` (image i of a class has seed ``--seed + i``), ``OUT/samples.json``
+and ``OUT/grids/<class folder>.png``; with several ``--guidance_scale`` values one such folder per value,
+``OUT/guidance_<w>/``. Image i of class c depends only on (seed + i, c): the same files come out whatever
+``--batch_size``, the number of processes, or where an interrupted run was resumed (rerun the command).
+"""
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from tqdm.auto import tqdm
+
+from kface.errors import KfaceError, run_cli
+from kface.io import atomic_write_json, check_writable_dir
+from kface.pipeline import make_scheduler
+from kface.sampling import (SAMPLER_NAMES, build_manifest, check_manifest, class_folders, finish, generate,
+                            load_pipeline, missing_jobs, remove_partial_files, resolve_classes, sampler_name,
+                            samples_dirs, shard)
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pipeline", default=None, help="train_ddpm.py output folder or Hub model id.")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --pipeline.")
+    p.add_argument("--output_dir", default=None, help="The samples folder (or the parent of the guidance_<w>/ ones).")
+    p.add_argument("--num_per_class", type=int, default=5000, help="Images per class (the paper: 5000).")
+    p.add_argument("--classes", nargs="+", default=None, help="A subset of classes, by name or id. Default: all.")
+    p.add_argument("--scheduler", default="ddpm", type=str.lower, help=f"Sampler: one of {SAMPLER_NAMES}.")
+    p.add_argument("--num_inference_steps", type=int, default=None,
+                   help="Denoising steps. Default: the training T (1000) for ddpm, 50 for the other samplers.")
+    p.add_argument("--guidance_scale", type=float, nargs="+", default=[1.0],
+                   help="Classifier-free guidance w (1: plain conditional, the paper). Several values: a sweep, "
+                        "one sub-folder guidance_<w>/ each.")
+    p.add_argument("--batch_size", type=int, default=64, help="Images per forward pass, per process.")
+    p.add_argument("--seed", type=int, default=0, help="Image i of each class has the seed seed + i.")
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
+                   help="Autocast precision. Default: what `accelerate launch`/`accelerate config` says.")
+    p.add_argument("--output_format", choices=["png", "dataset"], default="png",
+                   help="dataset: also write <samples>/dataset, an HF Dataset (image, label, seed).")
+    return p.parse_args(argv)
+
+
+def check_args(args) -> None:
+    if not args.pipeline:
+        raise KfaceError("--pipeline is required: a train_ddpm.py output folder or a Hub model id")
+    if not args.output_dir:
+        raise KfaceError("--output_dir is required: where the samples folder(s) go")
+    for flag, value in (("--num_per_class", args.num_per_class), ("--batch_size", args.batch_size)):
+        if value < 1:
+            raise KfaceError(f"{flag} {value}: must be a positive integer")
+    if args.num_inference_steps is not None and args.num_inference_steps < 1:
+        raise KfaceError(f"--num_inference_steps {args.num_inference_steps}: must be a positive integer")
+    if args.seed < 0:
+        raise KfaceError(f"--seed {args.seed}: must be >= 0 (it names the files)")
+    bad = [w for w in args.guidance_scale if not w >= 0]  # also catches nan
+    if bad:
+        raise KfaceError(f"--guidance_scale {bad[0]}: must be >= 0 (0: unconditional, 1: conditional, >1: guided)")
+    args.scheduler = sampler_name(args.scheduler)
+
+
+def setup_pipeline(args, accelerator):
+    pipe, revision, sha256 = load_pipeline(args.pipeline, args.revision)
+    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    if args.num_inference_steps is None:
+        args.num_inference_steps = pipe.scheduler.config.num_train_timesteps if args.scheduler == "ddpm" else 50
+    pipe.to(accelerator.device)
+    return pipe, {"pipeline_revision": revision, "pipeline_sha256": sha256}
+
+
+def settings_of(args, pipe, source: dict, accelerator, guidance_scale: float) -> dict:
+    """The manifest fields that decide the pixels (kface.sampling.SETTINGS_KEYS) and how they were made."""
+    local = Path(args.pipeline)
+    return {"pipeline": str(local.resolve()) if local.exists() else args.pipeline, **source,
+            "model_class_names": pipe.class_names,
+            "scheduler": args.scheduler, "num_inference_steps": args.num_inference_steps,
+            "guidance_scale": float(guidance_scale), "seed": args.seed,
+            "resolution": int(pipe.unet.config.sample_size), "mixed_precision": accelerator.mixed_precision,
+            "scheduler_config": dict(pipe.scheduler.config)}
+
+
+def sample_folder(args, accelerator, pipe, settings: dict, out, class_ids, folders) -> dict | None:
+    """Fill one samples folder: check it, plan the missing images, shard, generate, finish (main process)."""
+    names = pipe.class_names
+    manifest = build_manifest(settings, names, folders, class_ids, args.seed, args.num_per_class, complete=False)
+    previous = check_manifest(out, settings)  # on every process, so that all of them stop on a mismatch
+    check_writable_dir(out, "--output_dir")
+    if accelerator.is_main_process:
+        if removed := remove_partial_files(out):
+            logger.info("%s: removed %d partial files of an interrupted run", out, removed)
+        atomic_write_json(out / "samples.json", manifest)
+    accelerator.wait_for_everyone()
+    jobs = missing_jobs(out, class_ids, folders, args.seed, args.num_per_class)
+    accelerator.wait_for_everyone()  # every process has listed the missing files before any is written
+    mine = shard(jobs, accelerator.process_index, accelerator.num_processes)
+    total = len(class_ids) * args.num_per_class
+    logger.info("%s: %d classes x %d = %d images, %d to do (%s, %d steps, w = %g, %d processes, batch %d)", out,
+                len(class_ids), args.num_per_class, total, len(jobs), args.scheduler, args.num_inference_steps,
+                settings["guidance_scale"], accelerator.num_processes, args.batch_size, main_process_only=True)
+    tic = time.perf_counter()
+    # counts of this process, scaled to all of them (the shards are equal to within one image)
+    scale = accelerator.num_processes if accelerator.num_processes > 1 else False
+    with tqdm(total=len(mine), unit="img", unit_scale=scale, dynamic_ncols=True,
+              desc=f"w={settings['guidance_scale']:g}", disable=not accelerator.is_local_main_process) as bar:
+        generate(pipe, mine, out, folders, args.seed, settings["guidance_scale"], args.num_inference_steps,
+                 args.batch_size, autocast=accelerator.autocast, progress=bar)
+    accelerator.wait_for_everyone()
+    seconds = time.perf_counter() - tic
+    if not accelerator.is_main_process:
+        return None
+    speed = round(len(jobs) / seconds, 2) if jobs else previous.get("images_per_second")  # a rerun with nothing to do
+    manifest = finish(out, {**manifest, "images_per_second": speed}, names, class_ids, folders, args.output_format)
+    logger.info("%s: %s; %d images in %.1f s", out, "complete" if manifest["complete"] else "INCOMPLETE",
+                len(jobs), seconds)
+    return manifest
+
+
+def main(args) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("kface").setLevel(logging.INFO)
+    check_args(args)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    pipe, source = setup_pipeline(args, accelerator)
+    class_ids = resolve_classes(pipe.class_names, args.classes)
+    folders = class_folders(pipe.class_names)
+    for w, out in samples_dirs(args.output_dir, list(dict.fromkeys(args.guidance_scale))):
+        settings = settings_of(args, pipe, source, accelerator, w)
+        sample_folder(args, accelerator, pipe, settings, out, class_ids, folders)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())
