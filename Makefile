@@ -31,15 +31,17 @@ DEMO_IDS ?= 10
 DEMO_PER_ID ?= 200
 DEMO_ORACLE ?= resnet18
 DEMO_ORACLE_EPOCHS ?= 6
-DEMO_DDPM_EPOCHS ?= 60
+DEMO_DDPM_EPOCHS ?= 30
 DEMO_GUIDANCE ?= 1.0 3.0
 DEMO_SAMPLER ?= ddim
 DEMO_SAMPLER_STEPS ?= 25
 DEMO_PER_CLASS ?= 50
 D := $(DEMO_DIR)
 STAGE = $(OFFLINE) $(PY) -m kface.demo stage --log $(D)/stage_times.json --name
-# accelerate launch picks the GPU when there is one, the CPU otherwise
-LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+# accelerate launch picks the GPU when there is one, the CPU otherwise. Without --cpu it sets OMP_NUM_THREADS=1
+# for the script, which halves CPU speed on this 2-core machine: give it every core.
+LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+    --num_cpu_threads_per_process $(shell nproc)
 
 demo: install $(D)/oracle/metrics.json $(D)/ddpm/model_index.json
 	$(STAGE) sample -- $(LAUNCH) sample.py --pipeline $(D)/ddpm --output_dir $(D)/samples \
