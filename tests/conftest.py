@@ -16,19 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="session")
-def one_torch_thread():
-    """In-process models here are tiny: threads cost more than they give, and on shared 2-core CI machines
-    oversubscription slowed modules ~4x (measured under load: test_pipeline 59 s with 2 threads, 15 s with 1).
-    Scripts run as subprocesses keep accelerate's own thread setting."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_tiny_dataset(path: Path, num_classes: int = 4, train_per_class: int = 16, test_per_class: int = 8,
                       resolution: int = 32, seed: int = 0):
     """A DatasetDict shaped like preprocess.py's output: each class is a coloured disc at a jittered place."""

@@ -12,6 +12,7 @@ import torch
 
 from conftest import REPO, run_script
 
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import torch
 
 from kface import nuisance as N
 
+torch.set_num_threads(1)
 
 RES = 16
 RED_LEVELS = (0.3, 0.5, 0.7)  # class c's shapes have red = RED_LEVELS[c]: a colour cue that shadows the shape

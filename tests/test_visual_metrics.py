@@ -11,6 +11,7 @@ from kface.samples import ImageSet
 from kface.visual_metrics import (InceptionDetector, Unavailable, inception_score,
                                   kernel_inception_distance, load_lpips, lpips_diversity, visual_metrics)
 
+torch.set_num_threads(1)
 
 
 def test_inception_score_known_answers():
