@@ -43,14 +43,14 @@ STAGE = $(OFFLINE) $(PY) -m kface.demo stage --log $(D)/stage_times.json --name
 LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
     --num_cpu_threads_per_process $(shell nproc)
 
-demo: install $(D)/oracle/metrics.json $(D)/ddpm/model_index.json
+demo: install $(D)/oracle/metrics.json $(D)/oracle_robust/metrics.json $(D)/ddpm/model_index.json
 	$(STAGE) sample -- $(LAUNCH) sample.py --pipeline $(D)/ddpm --output_dir $(D)/samples \
 	    --guidance_scale $(DEMO_GUIDANCE) --scheduler $(DEMO_SAMPLER) --num_inference_steps $(DEMO_SAMPLER_STEPS) \
 	    --num_per_class $(DEMO_PER_CLASS) --batch_size 250 --seed 0
 	for w in $(DEMO_GUIDANCE); do \
 	    test -f $(D)/eval/guidance_$$w/metrics.json || $(STAGE) evaluate_w$$w -- $(LAUNCH) evaluate.py \
-	        --samples $(D)/samples/guidance_$$w --dataset $(D)/data --resolution 32 --oracle $(D)/oracle \
-	        --output_dir $(D)/eval/guidance_$$w --bootstrap 1000 || exit 1; done
+	        --samples $(D)/samples/guidance_$$w --dataset $(D)/data --resolution 32 \
+	        --output_dir $(D)/eval/guidance_$$w --bootstrap 1000 --oracle $(D)/oracle $(D)/oracle_robust || exit 1; done
 	$(OFFLINE) $(PY) -m kface.demo summary --demo_dir $(D) --evals $(foreach w,$(DEMO_GUIDANCE),$(D)/eval/guidance_$(w))
 
 $(D)/raw/synthetic_config.json: | install
@@ -65,6 +65,13 @@ $(D)/oracle/metrics.json: $(D)/data/preprocess_report.json
 	$(STAGE) oracle -- $(LAUNCH) train_oracle.py --dataset $(D)/data --resolution 32 --model $(DEMO_ORACLE) \
 	    --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle --resume_from_checkpoint latest \
 	    --report_to none
+
+# the same oracle trained with nuisance augmentations (noise, colour cast, blur, grey, border shift, JPEG):
+# evaluate.py reports every identity metric for both, side by side (the nuisance diagnostic's second view)
+$(D)/oracle_robust/metrics.json: $(D)/data/preprocess_report.json
+	$(STAGE) oracle_robust -- $(LAUNCH) train_oracle.py --dataset $(D)/data --resolution 32 --model $(DEMO_ORACLE) \
+	    --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle_robust --robust_augment \
+	    --resume_from_checkpoint latest --report_to none
 
 $(D)/ddpm/model_index.json: $(D)/data/preprocess_report.json
 	$(STAGE) ddpm -- $(LAUNCH) train_ddpm.py --dataset $(D)/data --resolution 32 --preset tiny \

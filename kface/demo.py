@@ -53,30 +53,32 @@ def _opt(x) -> str:
 
 
 def summary_rows(evals: list[dict]) -> list[dict]:
+    """One row per (guidance, oracle); evaluate.py keys each --oracle's metrics by its folder name."""
     rows = []
     for m in evals:
-        ident, boot = m["identity"], m.get("bootstrap", {})
-        lo, hi = boot.get("rca", [float("nan")] * 2)
-        rows.append({
-            "guidance": m["samples_meta"]["guidance_scale"],
-            "sampler": f"{m['samples_meta']['scheduler']}-{m['samples_meta']['num_inference_steps']}",
-            "images": ident["num_gen"],
-            "rca": ident["rca"], "rca_lo": lo, "rca_hi": hi,
-            "accuracy_gen": ident["accuracy_gen"], "accuracy_real": ident["accuracy_real"],
-            "oracle_fd": m.get("oracle_frechet", {}).get("global", float("nan")),
-            "nm_rca": m.get("nuisance", {}).get("nuisance_matched_rca"),
-            "lpips": _visual(m, "lpips"), "fid": _visual(m, "fid"),
-        })
-    return sorted(rows, key=lambda r: r["guidance"])
+        for name, o in (m.get("oracles") or {"oracle": m}).items():
+            ident, boot = o["identity"], o.get("bootstrap", {})
+            lo, hi = boot.get("rca", [float("nan")] * 2)
+            rows.append({
+                "guidance": m["samples_meta"]["guidance_scale"], "oracle": name,
+                "sampler": f"{m['samples_meta']['scheduler']}-{m['samples_meta']['num_inference_steps']}",
+                "images": ident["num_gen"],
+                "rca": ident["rca"], "rca_lo": lo, "rca_hi": hi,
+                "accuracy_gen": ident["accuracy_gen"], "accuracy_real": ident["accuracy_real"],
+                "oracle_fd": o.get("oracle_frechet", {}).get("global", float("nan")),
+                "nm_rca": o.get("nuisance", {}).get("nuisance_matched_rca"),
+                "lpips": _visual(m, "lpips"), "fid": _visual(m, "fid"),
+            })
+    return sorted(rows, key=lambda r: r["guidance"])  # stable: oracles keep their --oracle order
 
 
 def results_table(rows: list[dict]) -> str:
-    lines = ["| guidance | sampler | images | RCA [95% CI] | nuisance-matched RCA | acc gen | acc real | oracle FD "
-             "| LPIPS | FID |", "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| guidance | oracle | sampler | images | RCA [95% CI] | nuisance-matched RCA | acc gen | acc real "
+             "| oracle FD | LPIPS | FID |", "|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['guidance']:g} | {r['sampler']} | {r['images']} | {r['rca']:.3f} "
-                     f"[{r['rca_lo']:.3f}, {r['rca_hi']:.3f}] | {_opt(r['nm_rca'])} | {r['accuracy_gen']:.3f} | {r['accuracy_real']:.3f} "
-                     f"| {r['oracle_fd']:.2f} | {r['lpips']} | {r['fid']} |")
+        lines.append(f"| {r['guidance']:g} | {r['oracle']} | {r['sampler']} | {r['images']} | {r['rca']:.3f} "
+                     f"[{r['rca_lo']:.3f}, {r['rca_hi']:.3f}] | {_opt(r['nm_rca'])} | {r['accuracy_gen']:.3f} "
+                     f"| {r['accuracy_real']:.3f} | {r['oracle_fd']:.2f} | {r['lpips']} | {r['fid']} |")
     return "\n".join(lines)
 
 
@@ -101,6 +103,7 @@ def class_rca_table(evals: list[dict]) -> str:
 def sweep_plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
+    rows = [r for r in rows if r["oracle"] == rows[0]["oracle"]]  # the first --oracle, as in each report
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

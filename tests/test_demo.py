@@ -32,8 +32,8 @@ def test_report_orders_by_guidance_and_prints_the_numbers(tmp_path):
     assert rows[0]["rca"] == 0.4 / 0.8 and rows[1]["rca"] == 0.6 / 0.8
     table = write_report(tmp_path, evals, {"oracle": 12.0, "ddpm": 30.5})
     lines = table.splitlines()
-    assert lines[2].startswith("| 1 | ddim-25 | 20 | 0.500 [0.300, 0.900] | 0.900 | 0.400 | 0.800 | 9.00 | skipped "
-                               "| 12.500 |")
+    assert lines[2].startswith("| 1 | oracle | ddim-25 | 20 | 0.500 [0.300, 0.900] | 0.900 | 0.400 | 0.800 | 9.00 "
+                               "| skipped | 12.500 |")
     report = (tmp_path / "report.md").read_text()
     assert "| **total** | 42.5 |" in report and "class RCA, w=3" in report
     assert (tmp_path / "guidance_sweep.png").stat().st_size > 1000
@@ -45,3 +45,12 @@ def test_stage_time_is_recorded_only_on_success(tmp_path):
     assert run_stage("bad", [sys.executable, "-c", "raise SystemExit(3)"], log) == 3
     times = json.loads(log.read_text())
     assert list(times) == ["ok"] and times["ok"] >= 0
+
+
+def test_two_oracles_give_a_row_each_in_their_order(tmp_path):
+    m = _metrics(2.0, 0.5, 0.8, 0.3, 0.9, 5.0)
+    robust = _metrics(2.0, 0.6, 0.75, 0.5, 0.95, 3.0)
+    m["oracles"] = {"plain": {k: m[k] for k in ("identity", "bootstrap", "oracle_frechet", "nuisance")},
+                    "robust": {k: robust[k] for k in ("identity", "bootstrap", "oracle_frechet", "nuisance")}}
+    rows = summary_rows([dict(m, _dir=tmp_path)])
+    assert [(r["oracle"], r["rca"]) for r in rows] == [("plain", 0.5 / 0.8), ("robust", 0.6 / 0.75)]
