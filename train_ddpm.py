@@ -27,13 +27,13 @@ from kface.args import add_data_args, add_hub_args, add_training_args, non_negat
 from kface.checkpointing import latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
 from kface.data import class_names, load_image_dataset
 from kface.diffusion_training import (check_finite, create_ema, denoising_loss, drop_labels, ema_weights,
-                                      log_images, resume_batches, sample_class_grid, save_class_grid, save_pipeline,
+                                      log_images, sample_class_grid, save_class_grid, save_pipeline,
                                       write_model_card)
 from kface.errors import KfaceError, run_cli
 from kface.hub import push_folder, require_repo_id
 from kface.io import atomic_write_json, check_writable_dir
 from kface.pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, make_scheduler
-from kface.training import build_accelerator, checkpoint_due, image_loaders
+from kface.training import build_accelerator, checkpoint_due, image_loaders, resume_batches
 from kface.unet import PRESET_NAMES, build_unet, num_parameters, read_model_config
 
 logger = get_logger(__name__, log_level="INFO")

@@ -36,7 +36,7 @@ from kface.oracle import (Oracle, comparison_table, create_classifier, load_orac
                           require_online, save_oracle, use_small_stem, warmup_param_groups, write_model_card)
 from kface.plots import save_confusion_heatmap
 from kface.training import (BestWeights, build_accelerator, checkpoint_due, image_loaders, phase_cosine_schedule,
-                            split_validation)
+                            resume_batches, split_validation)
 
 logger = get_logger(__name__)
 
@@ -117,9 +117,8 @@ def fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, o
     for epoch in range(start // steps_per_epoch, args.warmup_epochs + args.epochs):
         if step >= stop:
             break
-        loaders["train"].set_epoch(epoch)
-        skip = (step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
-        loader = accelerator.skip_first_batches(loaders["train"], skip) if skip else loaders["train"]
+        loader = resume_batches(accelerator, loaders["train"], epoch, step - epoch * steps_per_epoch,
+                                args.gradient_accumulation_steps)
         oracle.train()
         tic = time.perf_counter()
         for batch in loader:

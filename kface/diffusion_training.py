@@ -1,7 +1,7 @@
 """Training pieces of the class-conditional DDPM (train_ddpm.py): the loss, label dropout, EMA, the
 validation grid, and writing the finished pipeline with its model card.
 
-``resume_batches``, ``check_finite``, ``ema_weights`` and ``log_images`` are not diffusion-specific: candidates
+``check_finite``, ``ema_weights`` and ``log_images`` are not diffusion-specific: candidates
 for kface/training.py, to be shared with train_oracle.py.
 """
 
@@ -63,17 +63,6 @@ def check_finite(value: torch.Tensor, what: str, step: int) -> None:
             "fp32 (--mixed_precision no) or tighten --max_grad_norm, and resume from the last checkpoint "
             "(--resume_from_checkpoint latest), which holds no non-finite weights"
         )
-
-
-def resume_batches(accelerator, loader, epoch: int, steps_done_in_epoch: int, accumulation: int):
-    """The batches of ``epoch`` still to run after ``steps_done_in_epoch`` optimiser steps of it.
-
-    The shuffling order of an epoch depends only on (seed, epoch) (see ``build_accelerator``), so a
-    resumed run sees the same remaining batches as an uninterrupted one.
-    """
-    loader.set_epoch(epoch)
-    skip = steps_done_in_epoch * accumulation
-    return accelerator.skip_first_batches(loader, skip) if skip else loader
 
 
 def create_ema(unet, max_decay: float, inv_gamma: float, power: float):

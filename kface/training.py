@@ -176,3 +176,14 @@ class BestWeights:
     def load_state_dict(self, state: dict) -> None:
         self.score = tuple(state["score"]) if state.get("score") else None
         self.epoch, self.weights = state.get("epoch"), state.get("weights")
+
+
+def resume_batches(accelerator, loader, epoch: int, steps_done_in_epoch: int, accumulation: int):
+    """The batches of ``epoch`` still to run after ``steps_done_in_epoch`` optimiser steps of it.
+
+    The shuffling order of an epoch depends only on (seed, epoch) (see ``build_accelerator``), so a
+    resumed run sees the same remaining batches as an uninterrupted one.
+    """
+    loader.set_epoch(epoch)
+    skip = steps_done_in_epoch * accumulation
+    return accelerator.skip_first_batches(loader, skip) if skip else loader

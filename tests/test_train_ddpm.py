@@ -147,7 +147,7 @@ def test_check_finite():
 
 
 def test_resume_batches_skip_whole_optimiser_steps(tmp_path):
-    from kface.diffusion_training import resume_batches
+    from kface.training import resume_batches
     from kface.training import build_accelerator
 
     accelerator = build_accelerator(tmp_path, seed=5, report_to="none")
