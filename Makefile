@@ -31,27 +31,36 @@ DEMO_IDS ?= 10
 DEMO_PER_ID ?= 200
 DEMO_ORACLE ?= resnet18
 DEMO_ORACLE_EPOCHS ?= 6
+# tiny UNet, batch 32, AdamW 1e-3: 30 epochs of ~1480 crops = 1410 steps, ~8 min here. At 3e-4 and batch 64
+# (720 steps) the samples were still noise with a colour cast (docs/demo.md compares the two).
 DEMO_DDPM_EPOCHS ?= 30
+DEMO_DDPM_BATCH ?= 32
+DEMO_DDPM_LR ?= 1e-3
 DEMO_GUIDANCE ?= 1.0 3.0
 DEMO_SAMPLER ?= ddim
 DEMO_SAMPLER_STEPS ?= 25
 DEMO_PER_CLASS ?= 50
+# the issue's budget for all stages after install, on a 2-core CPU: the report says whether they fit
+DEMO_BUDGET_S ?= 1200
 D := $(DEMO_DIR)
 STAGE = $(OFFLINE) $(PY) -m kface.demo stage --log $(D)/stage_times.json --name
 # accelerate launch picks the GPU when there is one, the CPU otherwise. Without --cpu it sets OMP_NUM_THREADS=1
 # for the script, which halves CPU speed on this 2-core machine: give it every core.
-LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-    --num_cpu_threads_per_process $(shell nproc)
+# bf16 autocast for the training and sampling stages (faster on this CPU; docs/benchmarks.md has the ratios);
+# evaluate.py stays in fp32, so that its features and Frechet distances are not rounded to bf16.
+LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no \
+    --num_cpu_threads_per_process $(shell nproc) --mixed_precision
+DEMO_PRECISION ?= bf16
 
 demo: install $(D)/oracle/metrics.json $(D)/oracle_robust/metrics.json $(D)/ddpm/model_index.json
-	$(STAGE) sample -- $(LAUNCH) sample.py --pipeline $(D)/ddpm --output_dir $(D)/samples \
+	$(STAGE) sample -- $(LAUNCH) $(DEMO_PRECISION) sample.py --pipeline $(D)/ddpm --output_dir $(D)/samples \
 	    --guidance_scale $(DEMO_GUIDANCE) --scheduler $(DEMO_SAMPLER) --num_inference_steps $(DEMO_SAMPLER_STEPS) \
 	    --num_per_class $(DEMO_PER_CLASS) --batch_size 250 --seed 0
 	for w in $(DEMO_GUIDANCE); do \
-	    test -f $(D)/eval/guidance_$$w/metrics.json || $(STAGE) evaluate_w$$w -- $(LAUNCH) evaluate.py \
+	    test -f $(D)/eval/guidance_$$w/metrics.json || $(STAGE) evaluate_w$$w -- $(LAUNCH) no evaluate.py \
 	        --samples $(D)/samples/guidance_$$w --dataset $(D)/data --resolution 32 \
 	        --output_dir $(D)/eval/guidance_$$w --bootstrap 1000 --oracle $(D)/oracle $(D)/oracle_robust || exit 1; done
-	$(OFFLINE) $(PY) -m kface.demo summary --demo_dir $(D) --evals $(foreach w,$(DEMO_GUIDANCE),$(D)/eval/guidance_$(w))
+	$(OFFLINE) $(PY) -m kface.demo summary --demo_dir $(D) --budget_s $(DEMO_BUDGET_S) --evals $(foreach w,$(DEMO_GUIDANCE),$(D)/eval/guidance_$(w))
 
 $(D)/raw/synthetic_config.json: | install
 	$(STAGE) synthetic -- $(PY) -m kface.synthetic --output_dir $(D)/raw --num_identities $(DEMO_IDS) \
@@ -62,22 +71,22 @@ $(D)/data/preprocess_report.json: $(D)/raw/synthetic_config.json
 	    --detector mtcnn --num_workers 2
 
 $(D)/oracle/metrics.json: $(D)/data/preprocess_report.json
-	$(STAGE) oracle -- $(LAUNCH) train_oracle.py --dataset $(D)/data --resolution 32 --model $(DEMO_ORACLE) \
+	$(STAGE) oracle -- $(LAUNCH) $(DEMO_PRECISION) train_oracle.py --dataset $(D)/data --resolution 32 --model $(DEMO_ORACLE) \
 	    --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle --resume_from_checkpoint latest \
 	    --report_to none
 
 # the same oracle trained with nuisance augmentations (noise, colour cast, blur, grey, border shift, JPEG):
 # evaluate.py reports every identity metric for both, side by side (the nuisance diagnostic's second view)
 $(D)/oracle_robust/metrics.json: $(D)/data/preprocess_report.json
-	$(STAGE) oracle_robust -- $(LAUNCH) train_oracle.py --dataset $(D)/data --resolution 32 --model $(DEMO_ORACLE) \
+	$(STAGE) oracle_robust -- $(LAUNCH) $(DEMO_PRECISION) train_oracle.py --dataset $(D)/data --resolution 32 --model $(DEMO_ORACLE) \
 	    --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle_robust --robust_augment \
 	    --resume_from_checkpoint latest --report_to none
 
 $(D)/ddpm/model_index.json: $(D)/data/preprocess_report.json
-	$(STAGE) ddpm -- $(LAUNCH) train_ddpm.py --dataset $(D)/data --resolution 32 --preset tiny \
-	    --epochs $(DEMO_DDPM_EPOCHS) --train_batch_size 64 --learning_rate 3e-4 \
-	    --lr_warmup_steps 200 --use_ema --checkpointing_steps 500 --checkpoints_total_limit 1 \
-	    --validation_steps 1000 --output_dir $(D)/ddpm --resume_from_checkpoint latest --report_to none
+	$(STAGE) ddpm -- $(LAUNCH) $(DEMO_PRECISION) train_ddpm.py --dataset $(D)/data --resolution 32 \
+	    --preset tiny --epochs $(DEMO_DDPM_EPOCHS) --train_batch_size $(DEMO_DDPM_BATCH) \
+	    --learning_rate $(DEMO_DDPM_LR) --lr_warmup_steps 100 --use_ema --checkpointing_steps 500 \
+	    --checkpoints_total_limit 1 --validation_steps 0 --validation_inference_steps 25 --output_dir $(D)/ddpm --resume_from_checkpoint latest --report_to none
 
 demo-clean:
 	rm -rf $(DEMO_DIR)

@@ -3,7 +3,7 @@
 import json
 import sys
 
-from kface.demo import run_stage, summary_rows, write_report
+from kface.demo import guidance_effect, run_stage, summary_rows, write_report
 
 
 def _metrics(w, acc_gen, acc_real, lo, hi, fd):
@@ -30,12 +30,13 @@ def test_report_orders_by_guidance_and_prints_the_numbers(tmp_path):
     rows = summary_rows(evals)
     assert [r["guidance"] for r in rows] == [1.0, 3.0]
     assert rows[0]["rca"] == 0.4 / 0.8 and rows[1]["rca"] == 0.6 / 0.8
-    table = write_report(tmp_path, evals, {"oracle": 12.0, "ddpm": 30.5})
+    table = write_report(tmp_path, evals, {"oracle": 12.0, "ddpm": 30.5}, budget_s=40)
     lines = table.splitlines()
     assert lines[2].startswith("| 1 | oracle | ddim-25 | 20 | 0.500 [0.300, 0.900] | 0.900 | 0.400 | 0.800 | 9.00 "
                                "| skipped | 12.500 |")
     report = (tmp_path / "report.md").read_text()
     assert "| **total** | 42.5 |" in report and "class RCA, w=3" in report
+    assert "Budget: 40 s; the stages took 42 s, over it." in report
     assert (tmp_path / "guidance_sweep.png").stat().st_size > 1000
 
 
@@ -54,3 +55,19 @@ def test_two_oracles_give_a_row_each_in_their_order(tmp_path):
                     "robust": {k: robust[k] for k in ("identity", "bootstrap", "oracle_frechet", "nuisance")}}
     rows = summary_rows([dict(m, _dir=tmp_path)])
     assert [(r["oracle"], r["rca"]) for r in rows] == [("plain", 0.5 / 0.8), ("robust", 0.6 / 0.75)]
+
+
+def _row(w, rca, lo, hi, oracle="oracle"):
+    return {"guidance": w, "oracle": oracle, "rca": rca, "rca_lo": lo, "rca_hi": hi}
+
+
+def test_guidance_effect_compares_the_extreme_scales_by_their_intervals():
+    rows = [_row(1.0, 0.45, 0.40, 0.50), _row(2.0, 0.9, 0.0, 1.0), _row(3.0, 0.66, 0.61, 0.71),
+            _row(1.0, 0.30, 0.20, 0.40, "robust"), _row(3.0, 0.35, 0.25, 0.45, "robust")]
+    plain, robust = guidance_effect(rows)
+    assert plain == ("Oracle `oracle`: RCA 0.450 at w = 1 and 0.660 at w = 3 (+0.210); the 95% intervals do not "
+                     "overlap: guidance raised RCA.")
+    assert robust.endswith("(+0.050); the 95% intervals overlap: no clear change.")
+    assert guidance_effect([_row(1.0, 0.5, 0.45, 0.55), _row(4.0, 0.3, 0.25, 0.35)])[0].endswith(
+        "(-0.200); the 95% intervals do not overlap: guidance lowered RCA.")
+    assert guidance_effect([_row(1.0, 0.5, 0.45, 0.55)]) == []
