@@ -38,7 +38,7 @@ DEMO_DDPM_BATCH ?= 32
 DEMO_DDPM_LR ?= 1e-3
 DEMO_GUIDANCE ?= 1.0 3.0
 DEMO_SAMPLER ?= ddim
-DEMO_SAMPLER_STEPS ?= 25
+DEMO_SAMPLER_STEPS ?= 20
 DEMO_PER_CLASS ?= 50
 # the issue's budget for all stages after install, on a 2-core CPU: the report says whether they fit
 DEMO_BUDGET_S ?= 1200

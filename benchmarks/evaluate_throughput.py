@@ -4,12 +4,15 @@ oracle forward (logits only, tensors kept), in images/s at the same batch size a
 The ratio is the cost of what evaluate.py adds per image (host copies, feature capture, numpy
 conversion); the target is >= 0.9. Both sides run on the same uint8 images already in memory (PNG
 decoding, which evaluate.py does once per run in a thread pool, is not part of either number).
+It also times the bare forward with the weights in the default (NCHW) layout against channels_last, the
+layout load_oracle uses, and reports the largest logit difference between the two.
 
     HF_HUB_OFFLINE=1 python benchmarks/evaluate_throughput.py --images 2048 --batch_size 256 \\
         --model resnet34 --resolution 32 --mixed_precision bf16 --device cpu
 """
 
 import argparse
+import copy
 import json
 import time
 
@@ -39,7 +42,7 @@ def build_oracle(args):
     model = create_classifier(args.model, args.num_classes, small_stem=args.resolution <= 64)
     names = [f"{i:04d}" for i in range(args.num_classes)]
     return Oracle(model, oracle_config(args.model, names, args.resolution, args.resolution <= 64, model)).to(
-        args.device).eval()
+        args.device, memory_format=torch.channels_last).eval()  # as load_oracle returns it
 
 
 def sync(device):
@@ -80,10 +83,17 @@ def main(args):
     bare = best_rate(lambda: bare_forward(oracle, images, **kwargs), args.images, args.repeats)
     ours = best_rate(lambda: (oracle_outputs(oracle, images, **kwargs), sync(args.device)), args.images,
                      args.repeats)
+    nchw = copy.deepcopy(oracle).to(memory_format=torch.contiguous_format)
+    bare_forward(nchw, images[:args.batch_size], **kwargs)
+    bare_nchw = best_rate(lambda: bare_forward(nchw, images, **kwargs), args.images, args.repeats)
+    head = images[:args.batch_size]
+    diff = (bare_forward(oracle, head, **kwargs)[0] - bare_forward(nchw, head, **kwargs)[0]).abs().max().item()
     result = {"model": args.oracle or args.model, "resolution": args.resolution, "images": args.images,
               "batch_size": args.batch_size, "mixed_precision": args.mixed_precision, "device": args.device,
               "threads": torch.get_num_threads(), "bare_images_per_s": round(bare, 1),
-              "evaluate_images_per_s": round(ours, 1), "ratio": round(ours / bare, 3)}
+              "evaluate_images_per_s": round(ours, 1), "ratio": round(ours / bare, 3),
+              "bare_nchw_images_per_s": round(bare_nchw, 1), "channels_last_speedup": round(bare / bare_nchw, 3),
+              "channels_last_max_logit_diff": diff}
     print(json.dumps(result, indent=2))
 
 

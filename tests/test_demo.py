@@ -55,6 +55,9 @@ def test_two_oracles_give_a_row_each_in_their_order(tmp_path):
                     "robust": {k: robust[k] for k in ("identity", "bootstrap", "oracle_frechet", "nuisance")}}
     rows = summary_rows([dict(m, _dir=tmp_path)])
     assert [(r["oracle"], r["rca"]) for r in rows] == [("plain", 0.5 / 0.8), ("robust", 0.6 / 0.75)]
+    m["oracles"]["robust"]["nuisance"] = {"nuisance_matched_rca": 2.5, "overshoot": True}
+    table = write_report(tmp_path, [dict(m, _dir=tmp_path)], {})
+    assert "| 0.900 | 0.500 |" in table.splitlines()[2] and "| 2.500 (upper bound) | 0.600 |" in table.splitlines()[3]
 
 
 def _row(w, rca, lo, hi, oracle="oracle"):

@@ -127,6 +127,15 @@ def test_nuisance_matched_rca_arithmetic():
     assert m["rca"] == pytest.approx(0.2 / 0.95) and m["nuisance_matched_rca"] == pytest.approx(0.2 / 0.6)
     assert m["nuisance_share_of_gap"] == pytest.approx(0.35 / 0.75)
     assert "0.950 to 0.600" in m["explanation"] and "47%" in m["explanation"]
+    assert m["overshoot"] is False and "overshoots" not in m["explanation"]
+
+
+def test_a_degradation_harsher_than_the_generated_shift_is_flagged():
+    # the demo's case: degraded real (0.115) below generated (0.240), so nuisance-matched RCA exceeds 1
+    m = N.nuisance_matched_rca(accuracy_gen=0.24, accuracy_real=0.5, accuracy_degraded=0.115)
+    assert m["nuisance_matched_rca"] == pytest.approx(0.24 / 0.115) and m["nuisance_matched_rca"] > 1
+    assert m["nuisance_share_of_gap"] == pytest.approx(0.385 / 0.26)
+    assert m["overshoot"] is True and "upper bound" in m["explanation"]
 
 
 # ---- plain vs robust oracle under a tint ----

@@ -71,6 +71,10 @@ def test_save_then_load_gives_identical_logits(tmp_path):
     oracle = _oracle(seed=3).eval()
     save_oracle(oracle, tmp_path / "o")
     loaded = load_oracle(tmp_path / "o")
+    for (name, a), b in zip(oracle.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    # load_oracle keeps the weights in channels_last; in the same layout the logits are bit-identical
+    oracle = oracle.to(memory_format=torch.channels_last)
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         torch.testing.assert_close(loaded.predict(x), oracle.predict(x), rtol=0, atol=0)
