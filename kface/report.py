@@ -140,9 +140,11 @@ def shift_section(metrics: dict) -> str:
 
     lines = ["| Statistic ([0, 1] units) | Real test | Generated | Generated - real |", "|---|---|---|---|"]
     for key, label in (("channel_mean", "Channel mean (R, G, B)"), ("channel_std", "Channel std"),
+                       ("centre_mean", "Centre mean (the colour step's fit)"), ("centre_std", "Centre std"),
                        ("border_mean", f"Border mean (outer {shift['border_px']} px)"), ("border_std", "Border std"),
                        ("hf_energy", "High-frequency energy")):
-        lines.append(f"| {label} | {vec(real[key], '.3f')} | {vec(gen[key], '.3f')} | {vec(diff[key])} |")
+        if key in real:  # metrics.json files written before the centre statistics existed lack them
+            lines.append(f"| {label} | {vec(real[key], '.3f')} | {vec(gen[key], '.3f')} | {vec(diff[key])} |")
     oracles = metrics.get("oracles") or {"oracle": metrics}
     head = "| Real test images | " + " | ".join(f"`{n}` accuracy | drop" for n in oracles) + " |"
     lines += ["", head, "|---" * (2 * len(oracles) + 1) + "|"]

@@ -95,6 +95,33 @@ def test_border_stats_of_an_image_with_a_known_border():
     assert N.border_mask(10)[0, 0] == 1 and N.border_mask(10)[1, 5] == 1 and N.border_mask(10)[5, 5] == 0
 
 
+def test_centre_stats_are_those_of_the_pixels_the_background_step_leaves():
+    # 32 px: border_mask is 1 on the 2-px ring and ramps to 0 over size/8 = 4 px, so it is 0 from 5 px in
+    img = np.zeros((2, 3, 32, 32))
+    img[:] = np.array([0.1, 0.2, 0.3])[None, :, None, None]
+    img[:, :, 5:27, 5:27] = np.array([0.6, 0.5, 0.4])[:, None, None]
+    img[1, 2, 5:27, 5:27] = 0.8  # second image: blue centre 0.8, so the centre blue is 0.4 or 0.8, half each
+    centre = N.centre_mask(32)
+    assert centre.sum() == 22 * 22 and centre[5, 5] and not centre[4, 16]
+    stats = N.shift_stats(N.to_uint8(img))
+    assert stats["centre_mean"] == pytest.approx([0.6, 0.5, 0.6], abs=1 / 255)
+    assert stats["centre_std"] == pytest.approx([0.0, 0.0, 0.2], abs=1 / 255)
+
+
+def test_colour_step_fitted_on_the_centre_ignores_a_background_only_shift():
+    # real: dark backgrounds; generated: the same faces on a washed-out background (the demo's case)
+    rng = np.random.default_rng(4)
+    real = rng.uniform(0.0, 0.3, (16, 3, 32, 32))
+    real[:, :, 5:27, 5:27] = rng.uniform(0.3, 0.9, (16, 3, 22, 22))
+    gen = real.copy()
+    gen[:, :, ~N.centre_mask(32)] = 0.6
+    target = N.shift_stats(N.to_uint8(gen))
+    assert N.shift_stats(N.to_uint8(real))["channel_mean"] != pytest.approx(target["channel_mean"], abs=0.05)
+    degraded, params = N.degradations(N.to_uint8(real), target)["colour"]
+    assert params["gain"] == pytest.approx([1, 1, 1], abs=0.01) and params["offset"] == pytest.approx([0] * 3, abs=0.01)
+    assert np.abs(degraded.astype(int) - N.to_uint8(real).astype(int)).max() <= 2
+
+
 # ---- degradations ----
 
 def test_colour_match_gives_target_mean_and_std():
