@@ -66,7 +66,7 @@ demo: install $(D)/oracle/metrics.json $(D)/oracle_robust/metrics.json $(SAMPLES
 $(SAMPLES_DONE): $(D)/ddpm/model_index.json
 	$(STAGE) sample -- $(LAUNCH) $(DEMO_PRECISION) sample.py --pipeline $(D)/ddpm --output_dir $(D)/samples \
 	    --guidance_scale $(DEMO_GUIDANCE) --scheduler $(DEMO_SAMPLER) --num_inference_steps $(DEMO_SAMPLER_STEPS) \
-	    --num_per_class $(DEMO_PER_CLASS) --batch_size 250 --seed 0
+	    --num_per_class $(DEMO_PER_CLASS) --batch_size 64 --seed 0
 	touch $@
 
 $(D)/raw/synthetic_config.json: | install
