@@ -78,22 +78,23 @@ $(D)/data/preprocess_report.json: $(D)/raw/synthetic_config.json
 	    --detector mtcnn --num_workers 2
 
 $(D)/oracle/metrics.json: $(D)/data/preprocess_report.json
-	$(STAGE) oracle -- $(LAUNCH) $(DEMO_PRECISION) train_oracle.py --dataset $(D)/data --resolution 32 --model $(DEMO_ORACLE) \
-	    --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle --resume_from_checkpoint latest \
+	$(STAGE) oracle -- $(LAUNCH) $(DEMO_PRECISION) train_oracle.py --dataset $(D)/data --resolution 32 \
+	    --model $(DEMO_ORACLE) --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle --resume_from_checkpoint latest \
 	    --report_to none
 
 # the same oracle trained with nuisance augmentations (noise, colour cast, blur, grey, border shift, JPEG):
 # evaluate.py reports every identity metric for both, side by side (the nuisance diagnostic's second view)
 $(D)/oracle_robust/metrics.json: $(D)/data/preprocess_report.json
-	$(STAGE) oracle_robust -- $(LAUNCH) $(DEMO_PRECISION) train_oracle.py --dataset $(D)/data --resolution 32 --model $(DEMO_ORACLE) \
-	    --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle_robust --robust_augment \
+	$(STAGE) oracle_robust -- $(LAUNCH) $(DEMO_PRECISION) train_oracle.py --dataset $(D)/data --resolution 32 \
+	    --model $(DEMO_ORACLE) --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle_robust --robust_augment \
 	    --resume_from_checkpoint latest --report_to none
 
 $(D)/ddpm/model_index.json: $(D)/data/preprocess_report.json
 	$(STAGE) ddpm -- $(LAUNCH) $(DEMO_PRECISION) train_ddpm.py --dataset $(D)/data --resolution 32 \
 	    --preset tiny --epochs $(DEMO_DDPM_EPOCHS) --train_batch_size $(DEMO_DDPM_BATCH) \
 	    --learning_rate $(DEMO_DDPM_LR) --lr_warmup_steps 100 --use_ema --checkpointing_steps 500 \
-	    --checkpoints_total_limit 1 --validation_steps 0 --validation_inference_steps 25 --output_dir $(D)/ddpm --resume_from_checkpoint latest --report_to none
+	    --checkpoints_total_limit 1 --validation_steps 0 --validation_inference_steps 25 --output_dir $(D)/ddpm \
+	    --resume_from_checkpoint latest --report_to none
 
 demo-clean:
 	rm -rf $(DEMO_DIR)
