@@ -45,6 +45,26 @@ def make_tiny_dataset(path: Path, num_classes: int = 4, train_per_class: int = 1
     return ds
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread(request):
+    """In modules marked ``pytestmark = pytest.mark.one_thread``: torch at one thread for the whole module.
+
+    Their models are tiny, so threads cost more than they give, and on shared CI cores oversubscription slows
+    such a module ~4x (test_pipeline.py, measured under load: 59 s with 2 threads, 15 s with 1). Autouse and
+    module-scoped, so it is set up before the module's own module-scoped fixtures (images generated there
+    and compared byte for byte with subprocess runs at OMP_NUM_THREADS=1 must see the same thread count).
+    """
+    if request.node.get_closest_marker("one_thread") is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """Path of a saved tiny DatasetDict (4 classes, 16 train + 8 test images each, 32 px)."""

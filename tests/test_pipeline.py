@@ -18,14 +18,7 @@ TINY_UNET = dict(sample_size=16, block_out_channels=(16, 32), layers_per_block=1
                  down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: threads cost more than they give, and on shared CI cores oversubscription
-    slows the whole module down ~4x (measured: 59 s with 2 threads, 15 s with 1, under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.one_thread  # tiny models: see conftest.one_torch_thread
 
 
 def tiny_unet(seed=0, num_classes=len(NAMES)):

@@ -30,12 +30,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS
        "HF_EVALUATE_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.one_thread  # tiny models: see conftest.one_torch_thread
 
 
 def run(args, timeout=300):

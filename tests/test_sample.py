@@ -26,12 +26,7 @@ FLAGS = ["--scheduler", "ddim", "--num_inference_steps", "4", "--guidance_scale"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}  # tiny models: threads only contend
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.one_thread  # tiny models: see conftest.one_torch_thread
 
 
 def save_tiny_pipeline(path, names=NAMES, seed=0):
