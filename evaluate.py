@@ -62,7 +62,8 @@ def parse_args(argv=None):
     g.add_argument("--no_visual", action="store_true", help="Skip FID/KID/IS/LPIPS (identity metrics only).")
     g.add_argument("--fid_mode", choices=FID_MODES, default="clean", help="clean-fid's resizing/network mode.")
     g.add_argument("--inception_weights", default=None,
-                   help="clean-fid's inception-2015-12-05.pt (default: /tmp, where clean-fid caches it).")
+                   help="clean-fid's inception-2015-12-05.pt (default: $KFACE_INCEPTION_WEIGHTS, else "
+                        "$TORCH_HOME/hub/checkpoints/; never /tmp). Pin its SHA-256 with $KFACE_INCEPTION_SHA256.")
     g.add_argument("--lpips_net", choices=["alex", "vgg"], default="alex", help="LPIPS backbone.")
     g.add_argument("--lpips_backbone", default=None,
                    help="torchvision alexnet/vgg16 state dict file (default: the torch hub cache).")

@@ -120,7 +120,7 @@ def crop_settings(args) -> pp.CropSettings:
 def report_and_sheets(staging, scan, splits, dropped, class_names, dropped_classes, dups, timing, settings, args):
     report = pp.build_report(splits, dropped, class_names, dropped_classes, dups, timing, settings,
                              extra={"input": args.dataset_name or str(args.input_dir), "test_size": args.test_size,
-                                    "seed": args.seed, "presplit": scan.presplit})
+                                    "seed": args.seed, "presplit": scan.presplit, "layout": scan.layout})
     by_class = {c: [r for r in splits["train"] if r["label"] == c] for c in class_names}
     paths = {im.source: im.path for im in scan.images}
     pp.write_report(staging, report, pp.contact_sheet(by_class, staging, max(settings.resolutions)),
@@ -140,6 +140,7 @@ def main(args):
     scan = gather_photos(args, staging)
     staging.mkdir(parents=True, exist_ok=True)
     split = "existing train/test split" if scan.presplit else f"stratified split, test_size {args.test_size}"
+    split += " of train/, which has no test/ beside it" if scan.layout == "train_only" else ""
     logger.info(f"{len(scan.images)} files in {len(scan.class_files)} class folders ({split})")
     try:
         results, timing = pp.detect_and_crop(scan.images, settings, staging, num_workers=args.num_workers,

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 from . import faces
 from .errors import KfaceError
 from .io import atomic_write_bytes
+from .names import UnsafeName, check_distinct, class_folder
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class ScanResult:
     images: list[RawImage]
     class_files: dict = field(default_factory=dict)  # class -> number of files found (0 for empty folders)
     presplit: bool = False
+    layout: str = "class_folders"  # or "train_test" (kept as given), "train_only" (train/ split here)
 
 
 def printable(name: str) -> str:
@@ -95,20 +97,26 @@ def scan_image_folder(input_dir) -> ScanResult:
     if not root.is_dir():
         raise KfaceError(f"--input_dir {root} is not a folder; give one folder per identity (or train/ and test/)")
     has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
-    if has_train != has_test:
-        raise KfaceError(f"--input_dir {root} has {'train' if has_train else 'test'}/ but not "
-                         f"{'test' if has_train else 'train'}/; give both or one folder per identity")
-    scan = ScanResult(images=[], presplit=has_train)
-    for split in ("train", "test") if has_train else (None,):
-        base = root / split if split else root
+    if has_test and not has_train:
+        raise KfaceError(f"--input_dir {root} has test/ but not train/; give both, train/ alone (split here with "
+                         "--test_size), or one folder per identity")
+    # train/ alone (as several public identity sets ship): its class folders are split here, stratified
+    layout = "train_test" if has_test else "train_only" if has_train else "class_folders"
+    scan = ScanResult(images=[], presplit=has_test, layout=layout)
+    for split in ("train", "test") if has_test else (None,):
+        base = root / (split or ("train" if has_train else ""))
         for cls_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            label = printable(cls_dir.name)
+            label = checked_label(cls_dir, root)
             files = sorted(p for p in cls_dir.iterdir() if p.is_file() and not p.name.startswith("."))
             scan.class_files[label] = scan.class_files.get(label, 0) + len(files)
             for p in files:
                 st = p.stat()
                 scan.images.append(RawImage(path=str(p), source=printable(str(p.relative_to(root))), label=label,
                                             split=split, size=st.st_size, mtime_ns=st.st_mtime_ns))
+    try:
+        check_distinct(list(scan.class_files))
+    except UnsafeName as err:
+        raise KfaceError(f"--input_dir {root}: {err}; merge or rename those folders") from None
     if not scan.images:
         raise KfaceError(f"--input_dir {root} holds no images: expected one sub-folder of photos per identity "
                          f"({len(scan.class_files)} empty class folder(s) found)")
@@ -116,6 +124,19 @@ def scan_image_folder(input_dir) -> ScanResult:
         if n == 0:
             logger.warning("class folder %r is empty; it is left out of the dataset", label)
     return scan
+
+
+def checked_label(cls_dir: Path, root: Path) -> str:
+    """A class folder's name as its class name, when ``kface.names`` accepts it (it becomes a ClassLabel name,
+    and later a samples folder); otherwise a one-line error naming the folder."""
+    label = printable(cls_dir.name)
+    if label != cls_dir.name:
+        raise KfaceError(f"--input_dir {root}: class folder {label!r} is not valid UTF-8 and cannot be a class "
+                         "name; rename it")
+    try:
+        return class_folder(label)
+    except UnsafeName as err:
+        raise KfaceError(f"--input_dir {root}: class folder {cls_dir}: {err}; rename it") from None
 
 
 def load_hub_dataset(dataset_name: str):
@@ -151,6 +172,7 @@ def export_image_folder(ds, folder) -> Path:
     if (folder / ".complete").exists():
         return folder
     presplit = {"train", "test"} <= set(ds)
+    check_export_labels({s: d for s, d in ds.items() if not presplit or s in ("train", "test")})
     for split, d in ds.items():
         if presplit and split not in ("train", "test"):
             continue
@@ -164,6 +186,23 @@ def export_image_folder(ds, folder) -> Path:
             target.write_bytes(row["image"]["bytes"])
     (folder / ".complete").touch()
     return folder
+
+
+def check_export_labels(splits: dict) -> None:
+    """Every class name a Hub dataset would write as a folder (its ClassLabel names, or the distinct values of
+    a plain label column) must pass ``kface.names``; checked before any file is written."""
+    from datasets import ClassLabel
+
+    for split, d in splits.items():
+        feature = d.features["label"]
+        labels = list(feature.names) if isinstance(feature, ClassLabel) else sorted({str(v) for v in d["label"]})
+        try:
+            for label in labels:
+                class_folder(label)
+            check_distinct(labels)
+        except UnsafeName as err:
+            raise KfaceError(f"--dataset_name: split {split!r}: {err}; rename the class in the dataset (e.g. "
+                             "cast_column('label', ClassLabel(names=[...]))) before preprocessing it") from None
 
 
 # ---------------------------------------------------------------- decoding
@@ -544,7 +583,7 @@ def report_markdown(report: dict) -> str:
     lines = ["# Preprocessing report", "",
              f"Kept: {t['kept']}; dropped: {t['dropped'] or 'none'}; padded crops: {t['padded']}; "
              f"photos with several faces: {t['multiple_faces']}.", "",
-             _timing_line(report["timing"]), "", "## Per class", "",
+             _timing_line(report["timing"]), "", _split_line(report), "", "## Per class", "",
              "| class | split | kept | dropped (reason: count) |", "|---|---|---:|---|"]
     for label, splits in report["counts"].items():
         for split, c in sorted(splits.items()):
@@ -561,6 +600,13 @@ def report_markdown(report: dict) -> str:
     if len(report["dropped_files"]) > 200:
         lines.append(f"- ... {len(report['dropped_files']) - 200} more in preprocess_report.json")
     return "\n".join(lines) + "\n"
+
+
+def _split_line(report: dict) -> str:
+    how = f"split here, stratified by class, test_size {report.get('test_size')} (seed {report.get('seed')})"
+    return {"train_test": "Split: the input's own train/ and test/ folders, kept as given.",
+            "train_only": f"Split: the input has train/ but no test/; train/ was {how}."}.get(
+        report.get("layout"), f"Split: {how}.")
 
 
 def _timing_line(t: dict) -> str:

@@ -63,8 +63,16 @@ def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _ci(pair) -> str:
-    return "" if not pair or pair[0] is None else f" [{pair[0]:.3f}, {pair[1]:.3f}]"
+def _ci(pair, dropped: int = 0) -> str:
+    """`` [lo, hi]``, and how many bootstrap resamples had no ratio (real accuracy 0) and were left out."""
+    text = "" if not pair or pair[0] is None else f" [{pair[0]:.3f}, {pair[1]:.3f}]"
+    return text + (f" ({dropped} resamples dropped)" if dropped else "")
+
+
+def _dropped(boot: dict | None, i: int | None = None) -> int:
+    """Resamples dropped from the global (``i`` None) or class ``i`` interval (0 for older metrics.json)."""
+    d = (boot or {}).get("dropped") or {}
+    return int(d.get("rca", 0) if i is None else (d.get("class_rca") or [0] * (i + 1))[i])
 
 
 def table4(metrics: dict) -> str:
@@ -73,13 +81,13 @@ def table4(metrics: dict) -> str:
     cis = boot.get("class_rca") or [None] * len(ident["class_names"])
     lines = ["| Class | Real P | Real R | Real F1 | Gen P | Gen R | Gen F1 | Class RCA |",
              "|---|---|---|---|---|---|---|---|"]
-    for name, ci in zip(ident["class_names"], cis):
+    for i, (name, ci) in enumerate(zip(ident["class_names"], cis)):
         r, g = ident["per_class"][name]["real"], ident["per_class"][name]["gen"]
         lines.append(f"| {name} | {r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} | {g['precision']:.2f} | "
                      f"{g['recall']:.2f} | {g['f1']:.2f} | {_num(ident['per_class'][name]['class_rca'], '.2f')}"
-                     f"{_ci(ci)} |")
+                     f"{_ci(ci, _dropped(boot, i))} |")
     lines.append(f"| **Global** | Accuracy: {ident['accuracy_real']:.3f} | | | Accuracy: {ident['accuracy_gen']:.3f} "
-                 f"| | | **RCA: {_num(ident['rca'])}**{_ci(boot.get('rca'))} |")
+                 f"| | | **RCA: {_num(ident['rca'])}**{_ci(boot.get('rca'), _dropped(boot))} |")
     return "\n".join(lines)
 
 
@@ -101,7 +109,7 @@ def summary_row(metrics: dict) -> str:
         return entry.get(key, entry) if isinstance(entry, dict) else entry
 
     kid = vis.get("kid")
-    cells = [f"{_num(ident['rca'])}{_ci(metrics.get('bootstrap', {}).get('rca'))}", f"{ident['accuracy_gen']:.4f}",
+    cells = [f"{_num(ident['rca'])}{_ci(metrics.get('bootstrap', {}).get('rca'), _dropped(metrics.get('bootstrap')))}", f"{ident['accuracy_gen']:.4f}",
              f"{ident['accuracy_real']:.4f}", _num(vis.get("fid"), ".2f"),
              _num(kid * 1e3 if isinstance(kid, float) else kid, ".2f"),
              _num(inner(vis.get("inception_score"), "mean")), _num(inner(vis.get("lpips"), "mean"), ".4f"),
@@ -114,7 +122,8 @@ def oracle_table(metrics: dict) -> str:
     oracles = metrics.get("oracles", {})
     if len(oracles) < 2:
         return ""
-    rows = [("RCA", lambda m: f"{_num(m['identity']['rca'])}{_ci(m.get('bootstrap', {}).get('rca'))}"),
+    rows = [("RCA", lambda m: f"{_num(m['identity']['rca'])}"
+                              f"{_ci(m.get('bootstrap', {}).get('rca'), _dropped(m.get('bootstrap')))}"),
             ("Nuisance-matched RCA", lambda m: _num(m.get("nuisance", {}).get("nuisance_matched_rca"))),
             ("Accuracy gen", lambda m: f"{m['identity']['accuracy_gen']:.4f}"),
             ("Accuracy real", lambda m: f"{m['identity']['accuracy_real']:.4f}"),
@@ -165,10 +174,14 @@ def shift_section(metrics: dict) -> str:
 
 def render_report(metrics: dict, files: dict) -> str:
     ident, vis, fd = metrics["identity"], metrics.get("visual", {}), metrics.get("oracle_frechet", {})
-    fd_rows = "\n".join(f"| {n} | {_num(v, '.2f')} |" for n, v in fd.get("per_class", {}).items())
+    fd_rows = "\n".join(f"| {n} | {_num(v, '.2f')}"
+                        f"{' (unavailable: ' + fd['unavailable'][n] + ')' if n in fd.get('unavailable', {}) else ''} |"
+                        for n, v in fd.get("per_class", {}).items())
     cfg, boot = metrics["config"], metrics.get("bootstrap")
     boot_text = (f"; brackets: {boot['level']:.0%} percentile bootstrap intervals ({boot['num_resamples']} "
-                 "class-stratified resamples of both sets)") if boot else ""
+                 "class-stratified resamples of both sets; a resample whose real accuracy or recall is 0 has no "
+                 "ratio and is left out, and their number is given as \"N resamples dropped\": such an "
+                 "interval is narrower than the truth)") if boot else ""
     return f"""# kface evaluation
 
 Samples `{cfg['samples']}` ({ident['num_gen']} images, {len(ident['class_names'])} classes) judged by the oracle
@@ -204,7 +217,7 @@ Confusion matrices: ![real vs generated]({files['confusion_pair']})
 | Class | Oracle FD |
 |---|---|
 {fd_rows}
-| Global | {_num(fd.get('global'), '.2f')} |
+| Global | {_num(fd.get('global'), '.2f')}{' (unavailable: ' + fd['global_unavailable'] + ')' if fd.get('global_unavailable') else ''} |
 
 Skipped metrics say why in `metrics.json` (`{{"skipped": ...}}`); every number is there too.
 """

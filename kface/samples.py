@@ -19,6 +19,8 @@ from .errors import KfaceError
 logger = logging.getLogger(__name__)
 
 SAMPLES_JSON = "samples.json"
+# The samples folder's own sub-folders (kface.sampling.GRIDS, DATASET): a class so named has "@<id>" appended
+RESERVED_FOLDERS = frozenset({"grids", "dataset"})
 
 
 @dataclass
@@ -60,6 +62,7 @@ def _folder_files(root: Path, meta: dict, flag: str) -> tuple[list[Path], list[i
     ids = [int(c["id"]) for c in classes]
     if not classes or len(set(ids)) != len(ids) or min(ids) < 0:
         raise KfaceError(f"{flag} {root}: samples.json 'classes' must list each class id (>= 0) once")
+    check_manifest_folders(root, classes, flag)
     files, labels = [], []
     for c in classes:
         first, last = (int(s) for s in c["seeds"])
@@ -71,6 +74,24 @@ def _folder_files(root: Path, meta: dict, flag: str) -> tuple[list[Path], list[i
         files += expected
         labels += [int(c["id"])] * len(expected)
     return files, labels, classes
+
+
+def check_manifest_folders(root: Path, classes: list[dict], flag: str) -> None:
+    """Each class's ``folder`` must be the one sample.py derives from its name (``kface.names``): a folder
+    that disagrees would silently relabel images, and one like ``../x`` would read outside the samples."""
+    from .names import UnsafeName, check_distinct, class_folder
+
+    try:
+        for c in classes:
+            expected = class_folder(str(c["name"]), int(c["id"]), reserved=RESERVED_FOLDERS)
+            if c.get("folder") != expected:
+                raise KfaceError(f"{flag} {root / SAMPLES_JSON}: class {c['id']} {c['name']!r} has folder "
+                                 f"{c.get('folder')!r}, but sample.py puts it in {expected!r}; fix the folder entry "
+                                 "(or the name) in samples.json, or rerun sample.py into a new folder")
+        check_distinct([c["folder"] for c in classes], [str(c["name"]) for c in classes])
+    except UnsafeName as err:
+        raise KfaceError(f"{flag} {root / SAMPLES_JSON}: {err}; fix the classes in samples.json, or rerun "
+                         "sample.py into a new folder") from None
 
 
 def fingerprint_files(meta_bytes: bytes, files: list[Path], root: Path) -> str:

@@ -1,7 +1,7 @@
 """Writing samples folders (sample.py): per-image seeds, resumable and shardable generation, the manifest.
 
 A samples folder holds ``samples.json`` and one sub-folder per class, ``<folder>/<seed:06d>.png``, where
-``<folder>`` is the sanitised class name (``class_folders``) and image i of class c has the seed
+``<folder>`` is the class name (``class_folders``) and image i of class c has the seed
 ``seed + i``. Its noise comes from a generator seeded from (seed + i, c) only, so the files do not depend
 on the batch size, on how the work is split between processes, or on where an interrupted run resumed.
 """
@@ -9,9 +9,7 @@ on the batch size, on how the work is split between processes, or on where an in
 import hashlib
 import json
 import logging
-import re
 import tempfile
-import unicodedata
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from . import names as names_mod
 from .errors import KfaceError
 from .io import atomic_path, atomic_write_json, publish_dir, staging_dir
 from .pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, image_generators, make_scheduler
@@ -39,8 +38,6 @@ SAMPLER_ALIASES = {"dpmsolver++": "dpmsolver", "dpm-solver++": "dpmsolver"}
 SAMPLER_NAMES = sorted(SCHEDULERS) + sorted(SAMPLER_ALIASES)
 GRID_SIZE = 64
 PIPELINE_PARTS = {"model_index.json", "unet", "scheduler"}
-_UNSAFE = re.compile(r"[^\w.\-]")  # \w: letters, digits and _ of any script
-MAX_FOLDER_BYTES = 200  # file systems allow 255 bytes per name; room for the @<id> suffix
 
 
 def sampler_name(name: str) -> str:
@@ -109,27 +106,15 @@ def resolve_classes(names: list[str], wanted: list[str] | None, flag: str = "--c
     return sorted(set(ids))
 
 
-def sanitise(name: str) -> str:
-    """A file-system-safe folder name: letters, digits (any script), ``-_.``; no leading dot, no separators."""
-    name = _UNSAFE.sub("_", unicodedata.normalize("NFC", name)).lstrip(".")
-    while len(name.encode("utf-8")) > MAX_FOLDER_BYTES:
-        name = name[:-1]
-    return name
-
-
-def class_folders(names: list[str]) -> list[str]:
-    """The folder of each class (all classes of the model, so a folder never depends on ``--classes``).
-
-    Names that sanitise to the same folder (compared case-insensitively, for macOS and Windows file
-    systems), empty names and reserved names get ``@<id>`` appended; ``@`` never survives ``sanitise``,
-    so a suffixed folder cannot collide with another class's plain one.
-    """
-    bases = [sanitise(n) for n in names]
-    counts: dict[str, int] = {}
-    for b in bases:
-        counts[b.lower()] = counts.get(b.lower(), 0) + 1
-    return [f"{b or 'class'}@{c}" if (not b or counts[b.lower()] > 1 or b.lower() in RESERVED) else b
-            for c, b in enumerate(bases)]
+def class_folders(names: list[str], flag: str = "--pipeline") -> list[str]:
+    """The folder of each class (all classes of the model, so a folder never depends on ``--classes``):
+    ``kface.names.class_folders``, i.e. the class name itself; a name that cannot be a folder is refused.
+    A class named like the samples folder's own ``grids``/``dataset`` gets ``@<id>`` appended."""
+    try:
+        return names_mod.class_folders(names, reserved=RESERVED)
+    except names_mod.UnsafeName as err:
+        raise KfaceError(f"{flag}: {err}; rename the class in the training data (preprocess.py refuses such "
+                         "names) and retrain, or fix class_names in its model_index.json") from None
 
 
 def samples_dirs(output_dir, guidance_scales: list[float]) -> list[tuple[float, Path]]:

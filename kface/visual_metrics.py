@@ -7,6 +7,7 @@ metric whose weights are missing is reported as ``{"skipped": "<why; how to prov
 instead of a number. Online, a missing file is downloaded once with a socket timeout, never retried.
 """
 
+import hashlib
 import logging
 import os
 import socket
@@ -64,17 +65,61 @@ def _cached_or_download(candidates: list[Path], url: str, target: Path, what: st
     return target
 
 
-def inception_file(weights: str | None) -> Path:
-    """clean-fid's Inception torchscript: ``--inception_weights``, else where clean-fid keeps it (/tmp)."""
+INCEPTION_ENV = "KFACE_INCEPTION_WEIGHTS"  # an explicit path, as --inception_weights
+INCEPTION_SHA256_ENV = "KFACE_INCEPTION_SHA256"  # the expected digest of the weights file
+# No SHA-256 of inception-2015-12-05.pt is published (not by NVIDIA, whose CDN serves it, nor by clean-fid,
+# which downloads it without a check; searched 2026-12). So the expected digest is, in this order:
+# KFACE_INCEPTION_SHA256, or the "<file>.sha256" record kface writes when it downloads the file itself (over
+# HTTPS, from the URL clean-fid uses); a file without either is loaded with a warning and its digest reported.
+SHA256_SUFFIX = ".sha256"
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _expected_sha256(path: Path) -> str | None:
+    if os.environ.get(INCEPTION_SHA256_ENV, "").strip():
+        return os.environ[INCEPTION_SHA256_ENV].strip().lower()
+    record = path.with_name(path.name + SHA256_SUFFIX)
+    return record.read_text().split()[0].lower() if record.is_file() else None
+
+
+def inception_file(weights: str | None) -> tuple[Path, str]:
+    """clean-fid's Inception torchscript and its SHA-256, checked: ``weights`` (--inception_weights), else
+    $KFACE_INCEPTION_WEIGHTS, else the user's torch hub cache (``$TORCH_HOME/hub/checkpoints``).
+
+    Never /tmp, where clean-fid caches it: any user can put a file there, and ``torch.jit.load`` runs its
+    code. A digest that differs from the expected one (see ``INCEPTION_SHA256_ENV``) is :class:`Unavailable`.
+    """
+    weights = weights or os.environ.get(INCEPTION_ENV, "").strip() or None
     if weights:
         if not Path(weights).is_file():
             raise Unavailable(f"--inception_weights {weights}: no such file")
-        return Path(weights)
-    candidates = [Path("/tmp") / INCEPTION_FILE, Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE]
-    from cleanfid.downloads_helper import inception_url
+        path = Path(weights)
+    else:
+        from cleanfid.downloads_helper import inception_url
 
-    return _cached_or_download(candidates, inception_url, candidates[0], "clean-fid's Inception weights",
-                               f"download {inception_url} and pass --inception_weights FILE")
+        target = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+        fetched = not target.is_file()
+        path = _cached_or_download([target], inception_url, target, "clean-fid's Inception weights",
+                                   f"download {inception_url} and pass --inception_weights FILE")
+        record = target.with_name(target.name + SHA256_SUFFIX)
+        if fetched and not record.is_file():
+            record.write_text(f"{file_sha256(target)}  {INCEPTION_FILE}\n")  # trust on first download
+    digest, expected = file_sha256(path), _expected_sha256(path)
+    if expected is None:
+        logger.warning("%s: no expected SHA-256 to check it against (none is published); its SHA-256 is %s. Set "
+                       "%s to pin it", path, digest, INCEPTION_SHA256_ENV)
+    elif digest != expected:
+        raise Unavailable(f"Inception weights {path}: SHA-256 {digest[:16]}... differs from the expected "
+                          f"{expected[:16]}... ({INCEPTION_SHA256_ENV} or {path.name}{SHA256_SUFFIX}); the file is "
+                          "damaged or not clean-fid's: delete it and download it again")
+    return path, digest
 
 
 class InceptionDetector(torch.nn.Module):
@@ -90,7 +135,8 @@ class InceptionDetector(torch.nn.Module):
         if mode not in FID_MODES:
             raise ValueError(f"fid mode {mode}: one of {FID_MODES}")
         self.mode, self.device = mode, torch.device(device)
-        self.base = torch.jit.load(str(inception_file(weights)), map_location=self.device).eval()
+        path, self.sha256 = inception_file(weights)
+        self.base = torch.jit.load(str(path), map_location=self.device).eval()
         self.resize = build_resizer(mode)
         self.pytorch_net = self._pytorch_inception() if mode == "legacy_pytorch" else None
 
@@ -125,11 +171,27 @@ class InceptionDetector(torch.nn.Module):
         return out if torch.allclose(rows, torch.ones_like(rows), atol=1e-3) else out.softmax(dim=1)
 
 
-def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
-    """IS = exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016), mean and std over ``splits`` chunks."""
+IS_SPLITS = 10  # the usual 10 splits (Salimans et al. 2016)
+IS_MIN_PER_SPLIT = 10  # a split's p(y) is the mean of its predictions; one image alone scores exactly 1.0
+
+
+def inception_score_splits(num_images: int, splits: int = IS_SPLITS, min_per_split: int = IS_MIN_PER_SPLIT) -> int:
+    """How many splits ``num_images`` allow: up to ``splits``, each of at least ``min_per_split`` (0: none)."""
+    return min(splits, num_images // min_per_split)
+
+
+def inception_score(probs: np.ndarray, splits: int = IS_SPLITS, min_per_split: int = IS_MIN_PER_SPLIT
+                    ) -> tuple[float, float]:
+    """IS = exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016), mean and std over ``splits`` chunks.
+
+    ValueError when a chunk would hold fewer than ``min_per_split`` images (see ``inception_score_splits``).
+    """
     probs = np.asarray(probs, dtype=np.float64)
+    if splits < 1 or len(probs) < splits * min_per_split:
+        raise ValueError(f"the Inception Score of {len(probs)} image(s) in {splits} split(s) needs at least "
+                         f"{min_per_split} per split ({max(splits, 1) * min_per_split} images)")
     scores = []
-    for chunk in np.array_split(probs, min(splits, len(probs))):
+    for chunk in np.array_split(probs, splits):
         marginal = chunk.mean(axis=0, keepdims=True)
         kl = np.where(chunk > 0, chunk * (np.log(np.clip(chunk, 1e-30, None)) - np.log(np.clip(marginal, 1e-30, None))),
                       0.0).sum(axis=1)
@@ -215,6 +277,19 @@ def lpips_diversity(model, images: np.ndarray, labels: np.ndarray, class_names: 
     return {"per_class": per_class, "mean": float(np.mean(values)) if values else None, "pairs_per_class": pairs}
 
 
+def _inception_score(det, images: np.ndarray, batch_size: int, device) -> dict:
+    """IS over as many splits (up to 10) as allow IS_MIN_PER_SPLIT images each; the splits used are reported."""
+    probs_fn = getattr(det, "probs", None)
+    if probs_fn is None:
+        return {"skipped": "the feature extractor has no class probabilities"}
+    splits = inception_score_splits(len(images))
+    if splits == 0:
+        return _skip(ValueError(f"{len(images)} generated image(s); the Inception Score needs at least "
+                                f"{IS_MIN_PER_SPLIT} (one split of {IS_MIN_PER_SPLIT})"))
+    mean, std = inception_score(extract(probs_fn, images, batch_size=batch_size, device=device), splits=splits)
+    return {"mean": mean, "std": std, "splits": splits, "min_per_split": IS_MIN_PER_SPLIT}
+
+
 def _skip(err: Exception) -> dict:
     logger.warning("skipped: %s", err)
     return {"skipped": str(err)}
@@ -230,17 +305,18 @@ def visual_metrics(gen, real_train, fid_mode: str = "clean", inception_weights: 
     out = {"fid_mode": fid_mode}
     try:
         det = detector or InceptionDetector(fid_mode, inception_weights, device=device)
+        if getattr(det, "sha256", None):
+            out["inception_sha256"] = det.sha256
         f_gen = extract(det, gen.images, batch_size=batch_size, device=device)
         real = real_train() if callable(real_train) else real_train  # read only when the network is there
         f_real = extract(det, real.images, batch_size=batch_size, device=device)
-        out["fid"] = frechet_distance_features(f_real, f_gen)
-        out["kid"] = kernel_inception_distance(f_real, f_gen, seed=seed)
-        probs_fn = getattr(det, "probs", None)
-        if probs_fn is None:
-            out["inception_score"] = {"skipped": "the feature extractor has no class probabilities"}
+        if min(len(f_gen), len(f_real)) < 2:  # a covariance (FID) and KID's unbiased MMD need 2 per side
+            out["fid"] = out["kid"] = _skip(ValueError(
+                f"{len(f_gen)} generated and {len(f_real)} real train image(s); FID and KID need at least 2 each"))
         else:
-            mean, std = inception_score(extract(probs_fn, gen.images, batch_size=batch_size, device=device))
-            out["inception_score"] = {"mean": mean, "std": std, "splits": 10}
+            out["fid"] = frechet_distance_features(f_real, f_gen)
+            out["kid"] = kernel_inception_distance(f_real, f_gen, seed=seed)
+        out["inception_score"] = _inception_score(det, gen.images, batch_size, device)
     except Unavailable as err:
         out["fid"] = out["kid"] = out["inception_score"] = _skip(err)
     try:
