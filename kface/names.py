@@ -12,7 +12,7 @@ The policy is to **reject, not map**. The folder of a class is its name, verbati
 - a name that needs mapping (``../../x``, a control character, an empty string) is a broken or hostile label,
   and the user should fix the labels once, at the source, rather than find a renamed class later.
 
-Rejected: empty or blank names; ``.`` and ``..``; ``/``, ``\\`` (a path, not a name; this covers absolute
+Rejected: empty or blank names; ``.`` and ``..``, and any leading ``.`` (a hidden folder: scans skip it); ``/``, ``\\`` (a path, not a name; this covers absolute
 paths) and a Windows drive prefix (``C:``); NUL and other control characters (Unicode category Cc);
 names over 255 bytes of UTF-8 (the per-name limit of ext4, APFS, NTFS); and, for a list, two names that
 one file system would make one folder: equal after NFKC normalisation and case folding (``A``/``a`` on a
@@ -35,6 +35,8 @@ def _why_unsafe(name) -> str | None:
         return "is empty or blank"
     if name in (".", ".."):
         return "is a relative path component"
+    if name.startswith("."):
+        return "starts with '.' (a hidden folder, which folder scans skip)"
     if "/" in name or "\\" in name:
         return "contains a path separator (/ or \\)"
     if len(name) >= 2 and name[1] == ":" and name[0].isascii() and name[0].isalpha():

@@ -1,11 +1,71 @@
 """Relative Classification Accuracy (RCA): an oracle's accuracy on generated images over its accuracy on
-real test images. The arithmetic is kface's (``kface.rca.relative_classification_accuracy``), the same
-function evaluate.py calls, so the two always agree."""
+real test images.
+
+Self-contained, as a metric module loaded from the Hub must be (``evaluate.load`` copies this file alone):
+numpy, datasets and evaluate only. Its arithmetic is written here a second time, independently of
+``kface.rca`` (which evaluate.py uses); kface's tests check that the two agree.
+"""
 
 import datasets
 import evaluate
+import numpy as np
 
-from kface.rca import relative_classification_accuracy
+
+def _confusion(references, predictions, k: int) -> np.ndarray:
+    """``C[true, predicted]`` counts."""
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (references, predictions), 1)
+    return counts
+
+
+def _div(num: float, den: float) -> float | None:
+    return None if den == 0 else float(num) / float(den)
+
+
+def _prf(counts: np.ndarray, i: int) -> dict:
+    """Precision, recall, F1 of class ``i`` (0 for a zero denominator, as sklearn's zero_division=0)."""
+    tp, predicted, support = counts[i, i], counts[:, i].sum(), counts[i].sum()
+    precision, recall = _div(tp, predicted) or 0.0, _div(tp, support) or 0.0
+    f1 = _div(2 * precision * recall, precision + recall) or 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": int(support)}
+
+
+def relative_classification_accuracy(predictions, references, class_names=None, real_predictions=None,
+                                     real_references=None, real_accuracy=None) -> dict:
+    """RCA = accuracy_gen / accuracy_real (None when accuracy_real is 0); per class, class RCA =
+    recall_gen / recall_real (None without generated images of the class or with real recall 0)."""
+    pred, ref = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
+    if pred.shape != ref.shape:
+        raise ValueError(f"predictions ({pred.shape}) and references ({ref.shape}) differ in length")
+    have_real = real_predictions is not None or real_references is not None
+    if have_real == (real_accuracy is not None):
+        raise ValueError("give real_predictions and real_references, or real_accuracy (exactly one of the two)")
+    arrays = [pred, ref]
+    if have_real:
+        rp, rr = np.asarray(real_predictions, dtype=np.int64), np.asarray(real_references, dtype=np.int64)
+        if rp.shape != rr.shape:
+            raise ValueError(f"real_predictions ({rp.shape}) and real_references ({rr.shape}) differ in length")
+        arrays += [rp, rr]
+    k = len(class_names) if class_names is not None else 1 + max(int(a.max()) for a in arrays if a.size)
+    if any(a.size and (a.min() < 0 or a.max() >= k) for a in arrays):
+        raise ValueError(f"labels must lie in [0, {k}) for {k} classes")
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(k)]
+    gen = _confusion(ref, pred, k)
+    acc_gen = _div(np.trace(gen), gen.sum())
+    real = _confusion(rr, rp, k) if have_real else None
+    acc_real = float(real_accuracy) if real is None else _div(np.trace(real), real.sum())
+    out = {"rca": _div(acc_gen or 0.0, acc_real or 0.0), "accuracy_gen": acc_gen or 0.0,
+           "accuracy_real": acc_real or 0.0}
+    gen_prf = [_prf(gen, i) for i in range(k)]
+    for key in ("precision", "recall", "f1"):
+        out[key] = {n: m[key] for n, m in zip(names, gen_prf)}
+    if real is not None:
+        real_prf = [_prf(real, i) for i in range(k)]
+        out["class_rca"] = {n: _div(g["recall"], r["recall"]) if g["support"] else None
+                            for n, g, r in zip(names, gen_prf, real_prf)}
+        for key in ("precision", "recall", "f1"):
+            out[f"real_{key}"] = {n: m[key] for n, m in zip(names, real_prf)}
+    return out
 
 _DESCRIPTION = """
 Relative Classification Accuracy (RCA) = Accuracy_gen / Accuracy_real. An oracle classifier trained on
@@ -64,15 +124,6 @@ class RelativeClassificationAccuracy(evaluate.Metric):
 
     def _compute(self, predictions, references, real_predictions=None, real_references=None,
                  real_accuracy=None, class_names=None):
-        out = relative_classification_accuracy(predictions, references, class_names=class_names,
-                                               real_predictions=real_predictions, real_references=real_references,
-                                               real_accuracy=real_accuracy)
-        per_class = out["per_class"]
-        result = {"rca": out["rca"], "accuracy_gen": out["accuracy_gen"], "accuracy_real": out["accuracy_real"]}
-        for key in ("precision", "recall", "f1"):
-            result[key] = {n: m["gen"][key] for n, m in per_class.items()}
-        if real_accuracy is None:
-            result["class_rca"] = {n: m["class_rca"] for n, m in per_class.items()}
-            for key in ("precision", "recall", "f1"):
-                result[f"real_{key}"] = {n: m["real"][key] for n, m in per_class.items()}
-        return result
+        return relative_classification_accuracy(predictions, references, class_names=class_names,
+                                                real_predictions=real_predictions, real_references=real_references,
+                                                real_accuracy=real_accuracy)
