@@ -1,7 +1,5 @@
 """Inception Score, KID, LPIPS diversity and the offline skip path, without downloading any network."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
