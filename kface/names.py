@@ -35,8 +35,6 @@ def _why_unsafe(name) -> str | None:
         return "is empty or blank"
     if name in (".", ".."):
         return "is a relative path component"
-    if name.startswith("."):
-        return "starts with '.' (a hidden folder, which folder scans skip)"
     if "/" in name or "\\" in name:
         return "contains a path separator (/ or \\)"
     if len(name) >= 2 and name[1] == ":" and name[0].isascii() and name[0].isalpha():
@@ -44,6 +42,8 @@ def _why_unsafe(name) -> str | None:
     bad = sorted({c for c in name if unicodedata.category(c) == "Cc"})
     if bad:
         return f"contains control character(s) {', '.join(f'U+{ord(c):04X}' for c in bad)}"
+    if name.startswith("."):
+        return "starts with '.' (a hidden folder, which folder scans skip)"
     size = len(name.encode("utf-8", "surrogatepass"))
     if size > MAX_NAME_BYTES:
         return f"is {size} bytes of UTF-8, over the {MAX_NAME_BYTES}-byte limit of a file name"
