@@ -1,0 +1,132 @@
+"""A SIGKILLed and resumed run ends with the same weights as an uninterrupted one, bit for bit, for both
+trainers (DDPM: raw and EMA weights; oracle: weights and the best-model record); gradient accumulation 2
+matches batch x2 within fp32 rounding. Tolerances and why: docs/reliability.md, "Resume equals
+uninterrupted".
+
+Everything runs at one thread on CPU (OMP_NUM_THREADS=1): the same float operations in the same order.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, make_tiny_dataset
+
+pytestmark = [pytest.mark.one_thread, pytest.mark.slow]
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+       "HF_EVALUATE_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+MODEL_CONFIG = {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
+                "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}
+
+
+@pytest.fixture(scope="module")
+def data16(tmp_path_factory) -> Path:
+    """64 train images (4 classes x 16) at 16 px."""
+    path = tmp_path_factory.mktemp("tiny16") / "16px"
+    make_tiny_dataset(path, resolution=16)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "unet.json"
+    path.write_text(json.dumps(MODEL_CONFIG))
+    return path
+
+
+def run(args) -> dict:
+    """``python <args>`` in this process (the tests' one thread, no second import of torch): the script's
+    ``main``, with accelerate's process-wide state reset as a new process would have it."""
+    import importlib
+
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    module = importlib.import_module(Path(args[0]).stem)
+    module.main(module.parse_args([str(a) for a in args[1:]]))
+
+
+def kill_after_first_checkpoint(args, out: Path, timeout=240) -> None:
+    """Start ``python <args>`` and SIGKILL it as soon as a complete checkpoint exists (it is still training)."""
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not list(out.glob("checkpoint-*/kface_state.json")):
+            assert proc.poll() is None, f"{args[0]} ended before a checkpoint:\n{proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
+            time.sleep(0.01)
+        still_running = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert still_running and proc.returncode == -signal.SIGKILL
+
+
+def resumed_from(out: Path) -> int:
+    from kface.checkpointing import latest_checkpoint
+
+    return json.loads((latest_checkpoint(out) / "kface_state.json").read_text())["step"]
+
+
+def assert_same_tensors(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{what}: {len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
+
+
+def ema_state(checkpoint: Path) -> dict:
+    states = [torch.load(f, weights_only=False) for f in checkpoint.glob("custom_checkpoint_*.pkl")]
+    [ema] = [s for s in states if "shadow_params" in s]
+    return {f"shadow.{i}": p for i, p in enumerate(ema["shadow_params"])} | {
+        "optimization_step": torch.tensor(ema["optimization_step"])}
+
+
+# ------------------------------------------------------------------------------------------------------- DDPM
+
+
+def ddpm_args(data, out, model_config, *extra):
+    return ["train_ddpm.py", "--dataset", data, "--output_dir", out, "--model_config", model_config, "--preset", "tiny",
+            "--epochs", "2", "--train_batch_size", "8", "--lr_warmup_steps", "2", "--learning_rate", "1e-3",
+            "--report_to", "none", "--validation_steps", "0", "--validation_images_per_class", "1",
+            "--validation_inference_steps", "1", "--checkpointing_steps", "3", *extra]
+
+
+def test_train_ddpm_killed_mid_epoch_and_resumed_equals_uninterrupted(data16, model_config, tmp_path):
+    # 64 images at batch 8: 8 steps per epoch, 16 in all; checkpoints at 3, 6, 9, 12, 15 (all mid-epoch) and 16
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run(ddpm_args(data16, whole, model_config))
+    kill_after_first_checkpoint(ddpm_args(data16, killed, model_config), killed)
+    step = resumed_from(killed)
+    assert 0 < step < 16 and step % 8 != 0, f"resumed from step {step}: not mid-epoch"
+    run(ddpm_args(data16, killed, model_config, "--resume_from_checkpoint", "latest"))
+    for name in ("unet/diffusion_pytorch_model.safetensors", "checkpoint-16/model.safetensors"):  # EMA, raw
+        assert_same_tensors(load_file(whole / name), load_file(killed / name), name)
+    assert_same_tensors(ema_state(whole / "checkpoint-16"), ema_state(killed / "checkpoint-16"), "EMA state")
+    assert json.loads((killed / "training_config.json").read_text())["trained_steps"] == 16
+
+
+def test_train_ddpm_accumulation_2_equals_batch_x2(data16, model_config, tmp_path):
+    """Same samples, noise and flips per optimiser step; only the sum of two half-batch means in fp32 differs
+    from one full-batch mean, by rounding: weights agree to 1e-5 after 8 steps at learning rate 1e-3."""
+    acc, big = tmp_path / "acc", tmp_path / "big"
+    run(ddpm_args(data16, acc, model_config, "--epochs", "2", "--gradient_accumulation_steps", "2"))
+    run(ddpm_args(data16, big, model_config, "--epochs", "2", "--train_batch_size", "16"))
+    for out in (acc, big):
+        assert json.loads((out / "training_config.json").read_text())["trained_steps"] == 8
+    a, b = load_file(acc / "checkpoint-8/model.safetensors"), load_file(big / "checkpoint-8/model.safetensors")
+    start = load_file(acc / "checkpoint-3/model.safetensors")
+    moved = max((b[k] - start[k]).abs().max().item() for k in a)
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert moved > 1e-3, "the weights hardly moved: the comparison would say nothing"
+    assert 0 < diff < 1e-5, diff  # 0 would mean the two runs were not different computations at all
