@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, make_tiny_dataset
+from conftest import run_in_process as run
 
 pytestmark = [pytest.mark.one_thread, pytest.mark.slow]
 
@@ -41,18 +42,6 @@ def model_config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "unet.json"
     path.write_text(json.dumps(MODEL_CONFIG))
     return path
-
-
-def run(args) -> dict:
-    """``python <args>`` in this process (the tests' one thread, no second import of torch): the script's
-    ``main``, with accelerate's process-wide state reset as a new process would have it."""
-    import importlib
-
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    module = importlib.import_module(Path(args[0]).stem)
-    module.main(module.parse_args([str(a) for a in args[1:]]))
 
 
 def kill_after_first_checkpoint(args, out: Path, timeout=240) -> None:
