@@ -119,3 +119,38 @@ def test_train_ddpm_accumulation_2_equals_batch_x2(data16, model_config, tmp_pat
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert moved > 1e-3, "the weights hardly moved: the comparison would say nothing"
     assert 0 < diff < 1e-5, diff  # 0 would mean the two runs were not different computations at all
+
+
+# ----------------------------------------------------------------------------------------------------- oracle
+
+
+@pytest.fixture(scope="module")
+def data8(tmp_path_factory) -> Path:
+    """64 train images (4 classes x 16) at 8 px: a resnet18 step costs a quarter of one at 16 px."""
+    path = tmp_path_factory.mktemp("tiny8") / "8px"
+    make_tiny_dataset(path, resolution=8, test_per_class=2)
+    return path
+
+
+def oracle_args(data, out, *extra):
+    """48 train / 16 validation images at batch 16: 3 steps per epoch, 1 frozen + 1 full epoch = 6 steps;
+    checkpoints at 2 and 4 (mid-epoch) and 6. Every augmentation on (flip, translate, scale, jitter)."""
+    return ["train_oracle.py", "--dataset", data, "--output_dir", out, "--model", "resnet18", "--val_fraction",
+            "0.25", "--warmup_epochs", "1", "--epochs", "1", "--train_batch_size", "16", "--lr_warmup_steps", "1",
+            "--checkpointing_steps", "2", "--report_to", "none", *extra]
+
+
+def test_train_oracle_killed_mid_epoch_and_resumed_equals_uninterrupted(data8, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run(oracle_args(data8, whole))
+    kill_after_first_checkpoint(oracle_args(data8, killed), killed)
+    step = resumed_from(killed)
+    assert step in (2, 4), f"resumed from step {step}: not mid-epoch"
+    run(oracle_args(data8, killed, "--resume_from_checkpoint", "latest"))
+    for name in ("model.safetensors", "checkpoint-6/model.safetensors"):  # best epoch's weights, last weights
+        assert_same_tensors(load_file(whole / name), load_file(killed / name), name)
+    best = [torch.load(out / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=False) for out in (whole, killed)]
+    assert best[0]["score"] == best[1]["score"] and best[0]["epoch"] == best[1]["epoch"]
+    assert_same_tensors(best[0]["weights"], best[1]["weights"], "best weights")
+    summaries = [json.loads((out / "train_summary.json").read_text()) for out in (whole, killed)]
+    assert summaries[0]["best_validation"] == summaries[1]["best_validation"] and summaries[1]["steps"] == 6
