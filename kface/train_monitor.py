@@ -87,17 +87,27 @@ class TrainingMonitor:
                 "(--resume_from_checkpoint latest)")
         return True
 
-    def check(self) -> None:
-        """Raise on a non-finite loss or gradient norm seen so far (a device sync). Call before every
-        checkpoint, so that none holds weights updated from a non-finite value."""
-        step, value, kind = self._bad.tolist()
-        if step >= 0:
+    def _gather(self) -> list[list[float]]:
+        """(bad step, bad value, kind, loss sum, micro-batches) of every process: one collective, one sync.
+        Every process calls it at the same steps, so all of them stop together (a rank that stopped alone
+        would leave the others waiting in the next collective: a hang under NCCL)."""
+        mine = torch.cat([self._bad, torch.stack([self._loss_sum, torch.full_like(self._loss_sum, self._count)])])
+        return self.accelerator.gather(mine[None]).tolist()
+
+    def check(self, rows: list | None = None) -> None:
+        """Raise on a non-finite loss or gradient norm seen so far on any process (a device sync). Call
+        before every checkpoint, so that none holds weights updated from a non-finite value."""
+        bad = [r for r in (rows or self._gather()) if r[0] >= 0]
+        if bad:
+            step, value, kind = min(bad)[:3]
             raise diverged("the loss" if kind == 0 else "the gradient norm", value, int(step))
 
     def read(self) -> dict:
-        """``check``, then the mean loss since the last read, the skip count and the scale."""
-        self.check()
-        logs = {"train/loss": (self._loss_sum / max(self._count, 1)).item() if self._count else math.nan}
+        """``check``, then the mean loss since the last read (over all processes), the skip count and the scale."""
+        rows = self._gather()
+        self.check(rows)
+        count = sum(r[4] for r in rows)
+        logs = {"train/loss": sum(r[3] for r in rows) / count if count else math.nan}
         self._loss_sum.zero_()
         self._count = 0
         if self.scaler is not None:

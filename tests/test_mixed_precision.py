@@ -167,3 +167,26 @@ def test_bf16_oracle_trains(tmp_path, monkeypatch):
     assert (summary["mixed_precision"], summary["loss_scaler"], summary["skipped_steps"]) == ("bf16", None, 0)
     assert summary["steps"] == 1 and dtypes and set(dtypes) == {torch.bfloat16}  # train and test passes
     assert math.isfinite(json.loads((out / "metrics.json").read_text())["loss"])
+
+
+def test_monitor_means_first_non_finite_value_and_scaler_norms(tmp_path):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from kface.train_monitor import TrainingMonitor
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(cpu=True)
+    monitor = TrainingMonitor(accelerator)
+    for step, loss in enumerate([1.0, 2.0, 6.0], start=1):
+        monitor.add_loss(torch.tensor(loss), step)
+    assert monitor.read() == {"train/loss": 3.0}  # (1 + 2 + 6) / 3
+    monitor.add_grad_norm(torch.tensor(math.inf), 4)  # no scaler: a divergence
+    monitor.add_loss(torch.tensor(math.nan), 5)  # later: the first one is reported
+    with pytest.raises(KfaceError, match=r"^the gradient norm became inf at step 4: training diverged"):
+        monitor.check()
+    accelerator.scaler = torch.amp.GradScaler("cpu")
+    scaled = TrainingMonitor(accelerator)
+    scaled.add_grad_norm(torch.tensor(math.inf), 1)  # an overflow the scaler skips: not a divergence
+    scaled.add_loss(torch.tensor(0.5), 1)
+    assert scaled.read() == {"train/loss": 0.5, "train/skipped_steps": 0, "train/loss_scale": 65536.0}

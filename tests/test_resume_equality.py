@@ -107,7 +107,9 @@ def test_train_ddpm_killed_mid_epoch_and_resumed_equals_uninterrupted(data16, mo
 
 def test_train_ddpm_accumulation_2_equals_batch_x2(data16, model_config, tmp_path):
     """Same samples, noise and flips per optimiser step; only the sum of two half-batch means in fp32 differs
-    from one full-batch mean, by rounding: weights agree to 1e-5 after 8 steps at learning rate 1e-3."""
+    from one full-batch mean, by rounding (~1e-7 relative). AdamW divides each gradient by its running RMS, so
+    on weights whose gradient is near 0 that rounding can move the update by up to ~lr: the weights agree to
+    1e-4 (a tenth of one step at lr 1e-3) after 8 steps; measured 8.9e-6 (docs/reliability.md)."""
     acc, big = tmp_path / "acc", tmp_path / "big"
     run(ddpm_args(data16, acc, model_config, "--epochs", "2", "--gradient_accumulation_steps", "2"))
     run(ddpm_args(data16, big, model_config, "--epochs", "2", "--train_batch_size", "16"))
@@ -118,7 +120,7 @@ def test_train_ddpm_accumulation_2_equals_batch_x2(data16, model_config, tmp_pat
     moved = max((b[k] - start[k]).abs().max().item() for k in a)
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert moved > 1e-3, "the weights hardly moved: the comparison would say nothing"
-    assert 0 < diff < 1e-5, diff  # 0 would mean the two runs were not different computations at all
+    assert 0 < diff < 1e-4, diff  # 0 would mean the two runs were not different computations at all
 
 
 # ----------------------------------------------------------------------------------------------------- oracle
