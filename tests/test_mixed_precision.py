@@ -85,12 +85,17 @@ def fake_fp16_scaler(monkeypatch):
     return state
 
 
-def test_fp16_overflow_step_is_skipped_and_training_goes_on(data16, model_config, tmp_path, fake_fp16_scaler):
+def test_fp16_overflow_step_is_skipped_and_training_goes_on(data16, model_config, tmp_path, fake_fp16_scaler,
+                                                            monkeypatch):
+    import train_ddpm
+
+    dtypes = autocast_dtypes(monkeypatch, train_ddpm, "build_model", lambda built: built[0].conv_in)
     fake_fp16_scaler["overflow"] = {3}
     out = tmp_path / "fp16"
     run_in_process(ddpm_args(data16, out, model_config, "--mixed_precision", "fp16", "--max_train_steps", "5"))
     config = json.loads((out / "training_config.json").read_text())
     assert (config["mixed_precision"], config["loss_scaler"]) == ("fp16", "GradScaler")
+    assert torch.float16 in dtypes  # the UNet ran under a fp16 autocast, as accelerate sets it up on a GPU
     assert config["trained_steps"] == 5 and config["skipped_steps"] == 1
     [scaler] = fake_fp16_scaler["scalers"]
     assert isinstance(scaler, torch.amp.GradScaler) and scaler.get_scale() == 2.0 ** 9  # halved once
