@@ -156,3 +156,42 @@ def test_train_oracle_killed_mid_epoch_and_resumed_equals_uninterrupted(data8, t
     assert_same_tensors(best[0]["weights"], best[1]["weights"], "best weights")
     summaries = [json.loads((out / "train_summary.json").read_text()) for out in (whole, killed)]
     assert summaries[0]["best_validation"] == summaries[1]["best_validation"] and summaries[1]["steps"] == 6
+
+
+# -------------------------------------------------------------------------------------------------- the pieces
+
+
+def test_step_draws_of_two_micro_batches_are_those_of_one_batch_x2():
+    from kface.diffusion_training import step_draws
+
+    x_half, x_full = torch.zeros(4, 3, 8, 8), torch.zeros(8, 3, 8, 8)
+    halves = [step_draws(0, 0, 7, micro, 4, 2, x_half, 1000) for micro in (0, 1)]
+    full = step_draws(0, 0, 7, 0, 8, 1, x_full, 1000)
+    for part in range(3):  # noise, timesteps, uniforms
+        assert torch.equal(torch.cat([halves[0][part], halves[1][part]]), full[part])
+    assert not torch.equal(step_draws(0, 0, 8, 0, 8, 1, x_full, 1000)[0], full[0])  # another step
+    assert not torch.equal(step_draws(0, 1, 7, 0, 8, 1, x_full, 1000)[0], full[0])  # another process
+    assert torch.equal(step_draws(0, 0, 7, 1, 4, 2, x_half[:3], 1000)[0], halves[1][0][:3])  # a short last batch
+
+
+def test_resume_batches_with_seed_redraws_the_skipped_augmentations(tmp_path):
+    """A dataset that draws from the global RNG per item, as a random flip does: after a resume at step 2
+    the remaining batches carry the same draws as in a pass over the whole epoch."""
+    from kface.training import build_accelerator, resume_batches
+
+    class Drawing(torch.utils.data.Dataset):
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, i):
+            return torch.tensor([i, torch.randint(0, 1 << 30, ()).item()])
+
+    accelerator = build_accelerator(tmp_path, seed=5, report_to="none")
+    loader = accelerator.prepare(torch.utils.data.DataLoader(Drawing(), batch_size=2, shuffle=True))
+    whole = [b.tolist() for b in resume_batches(accelerator, loader, 1, 0, 1, seed=5)]
+    torch.manual_seed(123)  # whatever state a resumed process starts in
+    resumed = [b.tolist() for b in resume_batches(accelerator, loader, 1, 2, 1, seed=5)]
+    assert resumed == whole[2:]
+    unseeded = [b.tolist() for b in resume_batches(accelerator, loader, 1, 2, 1)]  # skip_first_batches
+    assert [[row[0] for row in b] for b in unseeded] == [[row[0] for row in b] for b in whole[2:]]  # same images
+    assert unseeded != whole[2:]  # but other draws: what made resumed runs differ
