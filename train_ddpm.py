@@ -26,13 +26,14 @@ from tqdm.auto import tqdm
 from kface.args import add_data_args, add_hub_args, add_training_args, non_negative_int, positive_int
 from kface.checkpointing import latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
 from kface.data import class_names, load_image_dataset
-from kface.diffusion_training import (check_finite, create_ema, denoising_loss, drop_labels, ema_weights,
-                                      log_images, sample_class_grid, save_class_grid, save_pipeline,
+from kface.diffusion_training import (create_ema, denoising_loss, drop_labels, ema_weights, log_images,
+                                      sample_class_grid, save_class_grid, save_pipeline, step_draws,
                                       write_model_card)
 from kface.errors import KfaceError, run_cli
 from kface.hub import push_folder, require_repo_id
 from kface.io import atomic_write_json, check_writable_dir
 from kface.pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, make_scheduler
+from kface.train_monitor import TrainingMonitor
 from kface.training import build_accelerator, checkpoint_due, image_loaders, resume_batches
 from kface.unet import PRESET_NAMES, build_unet, num_parameters, read_model_config
 
@@ -131,17 +132,21 @@ def validate(args, accelerator, unet, ema, noise_scheduler, names, out: Path, st
 
 
 def optimisation_step(args, accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, null_id: int,
-                      step: int) -> torch.Tensor:
-    """One micro-batch: label dropout, loss, backward, clipping, update (when the accumulation is complete)."""
+                      step: int, monitor: TrainingMonitor, micro: int = 0) -> torch.Tensor:
+    """One micro-batch (number ``micro`` of optimiser step ``step``): label dropout, loss, backward,
+    clipping, update (when the accumulation is complete). No device sync: ``monitor`` checks later."""
     x0 = batch["pixel_values"].float() / 127.5 - 1  # uint8 -> [-1, 1]
+    noise, timesteps, uniform = step_draws(args.seed, accelerator.process_index, step, micro, args.train_batch_size,
+                                           args.gradient_accumulation_steps, x0,
+                                           noise_scheduler.config.num_train_timesteps)
     with accelerator.accumulate(unet):
-        labels = drop_labels(batch["labels"], null_id, args.cond_drop_prob)
-        loss = denoising_loss(unet, noise_scheduler, x0, labels)
-        check_finite(loss, "the loss", step)
+        labels = drop_labels(batch["labels"], null_id, args.cond_drop_prob, uniform)
+        loss = denoising_loss(unet, noise_scheduler, x0, labels, noise, timesteps)
+        monitor.add_loss(loss, step)
         accelerator.backward(loss)
         if accelerator.sync_gradients and args.max_grad_norm > 0:
             norm = accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
-            check_finite(norm, "the gradient norm", step)
+            monitor.add_grad_norm(norm, step)  # inf under fp16 on the steps the scaler skips: not checked then
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     if accelerator.sync_gradients:  # the schedule counts optimiser steps, whatever the number of processes
@@ -150,10 +155,11 @@ def optimisation_step(args, accelerator, unet, noise_scheduler, optimizer, lr_sc
 
 
 def train(args, accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler, loader, names, out: Path,
-          start: int, total: int) -> dict:
+          start: int, total: int, skipped_steps: int = 0) -> dict:
     steps_per_epoch = -(-len(loader) // args.gradient_accumulation_steps)
     stop = min(total, args.max_train_steps or total)
-    step, images, seconds, grid = start, 0, 0.0, None
+    step, images, seconds, grid, micro = start, 0, 0.0, None, 0
+    monitor = TrainingMonitor(accelerator, skipped_steps)
     bar = tqdm(total=stop, initial=start, desc="train", disable=not accelerator.is_local_main_process)
     try:  # the bar is closed before an error is reported, so that the error stays the last line
         for epoch in range(start // steps_per_epoch, args.epochs):
@@ -161,23 +167,30 @@ def train(args, accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler
                 break
             tic = time.perf_counter()
             for batch in resume_batches(accelerator, loader, epoch, step - epoch * steps_per_epoch,
-                                        args.gradient_accumulation_steps):
-                loss = optimisation_step(args, accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch,
-                                         len(names), step + 1)
+                                        args.gradient_accumulation_steps, seed=args.seed):
+                optimisation_step(args, accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch,
+                                  len(names), step + 1, monitor, micro)
                 images += len(batch["labels"]) * accelerator.num_processes
                 if not accelerator.sync_gradients:
+                    micro += 1
                     continue
-                step += 1
+                step, micro = step + 1, 0
+                if monitor.after_step(step):
+                    logger.info("step %d: the fp16 loss scaler skipped it (%d skipped so far)", step,
+                                monitor.skipped_steps)
                 if ema is not None:
                     ema.step(unet.parameters())
-                logs = {"train/loss": loss.item(), "train/lr": lr_scheduler.get_last_lr()[0],
-                        **({"train/ema_decay": ema.cur_decay_value} if ema is not None else {})}
-                accelerator.log(logs, step=step)
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{logs['train/loss']:.4f}")
                 seconds += time.perf_counter() - tic  # throughput: data + training steps, not saving/sampling
+                if step % args.logging_steps == 0 or step >= stop:
+                    logs = {**monitor.read(), "train/lr": lr_scheduler.get_last_lr()[0],
+                            **({"train/ema_decay": ema.cur_decay_value} if ema is not None else {})}
+                    accelerator.log(logs, step=step)
+                    bar.set_postfix(epoch=epoch, loss=f"{logs['train/loss']:.4f}")
                 if checkpoint_due(step, steps_per_epoch, args.checkpointing_steps, step % steps_per_epoch == 0):
-                    save_checkpoint(accelerator, out, step, total_limit=args.checkpoints_total_limit)
+                    monitor.check()  # never a checkpoint after an unseen non-finite loss
+                    save_checkpoint(accelerator, out, step, state={"skipped_steps": monitor.skipped_steps},
+                                    total_limit=args.checkpoints_total_limit)
                 if (args.validation_steps and step % args.validation_steps == 0) or step == stop:
                     grid = validate(args, accelerator, unet, ema, noise_scheduler, names, out, step)
                 if step >= stop:
@@ -186,7 +199,8 @@ def train(args, accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler
     finally:
         bar.close()
     return {"trained_steps": step, "planned_steps": total, "steps_per_epoch": steps_per_epoch, "last_grid": grid,
-            "train_images_per_second": round(images / seconds, 2) if seconds > 0 else None}
+            "train_images_per_second": round(images / seconds, 2) if seconds > 0 else None,
+            "skipped_steps": monitor.skipped_steps, **monitor.precision}
 
 
 def finish(args, accelerator, unet, ema, noise_scheduler, names, out: Path, config: dict, summary: dict) -> None:
@@ -228,7 +242,8 @@ def main(args) -> None:
     accelerator.register_for_checkpointing(lr_scheduler)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
-    start = load_checkpoint(accelerator, resume)["step"] if resume else 0
+    state = load_checkpoint(accelerator, resume) if resume else {"step": 0}
+    start = state["step"]
     if ema is not None:
         ema.to(accelerator.device)  # after load_state too: accelerate loads registered objects onto the CPU
     config = run_config(args, resolution, names, accelerator.unwrap_model(unet))
@@ -241,8 +256,10 @@ def main(args) -> None:
                 min(total, args.max_train_steps or total), f"; resuming at step {start}" if resume else "",
                 main_process_only=True)
     summary = train(args, accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler, loader, names, out,
-                    start, total)
-    logger.info("trained to step %d at %s img/s", summary["trained_steps"], summary["train_images_per_second"])
+                    start, total, skipped_steps=state.get("skipped_steps", 0))
+    logger.info("trained to step %d at %s img/s; precision %s, loss scaler %s, %d steps skipped by it",
+                summary["trained_steps"], summary["train_images_per_second"], summary["mixed_precision"],
+                summary["loss_scaler"], summary["skipped_steps"])
     finish(args, accelerator, unet, ema, noise_scheduler, names, out, config, summary)
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:

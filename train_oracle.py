@@ -35,6 +35,7 @@ from kface.metrics import classification_metrics
 from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, predict_logits,
                           require_online, save_oracle, use_small_stem, warmup_param_groups, write_model_card)
 from kface.plots import save_confusion_heatmap
+from kface.train_monitor import TrainingMonitor
 from kface.training import (BestWeights, build_accelerator, checkpoint_due, image_loaders, phase_cosine_schedule,
                             resume_batches, split_validation)
 
@@ -109,22 +110,24 @@ def validate(accelerator, oracle, loader, names) -> dict:
 
 
 def fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, out: Path, start: int,
-        total: int) -> dict:
+        total: int, skipped_steps: int = 0) -> dict:
     steps_per_epoch = -(-len(loaders["train"]) // args.gradient_accumulation_steps)
     stop = min(total, args.max_train_steps or total)
     step, images, seconds = start, 0, 0.0
+    monitor = TrainingMonitor(accelerator, skipped_steps)
     bar = tqdm(total=stop, initial=start, desc="train", disable=not accelerator.is_local_main_process)
     for epoch in range(start // steps_per_epoch, args.warmup_epochs + args.epochs):
         if step >= stop:
             break
         loader = resume_batches(accelerator, loaders["train"], epoch, step - epoch * steps_per_epoch,
-                                args.gradient_accumulation_steps)
+                                args.gradient_accumulation_steps, seed=args.seed)
         oracle.train()
         tic = time.perf_counter()
         for batch in loader:
             with accelerator.accumulate(oracle):
                 logits = oracle(batch["pixel_values"])
                 loss = torch.nn.functional.cross_entropy(logits, batch["labels"], label_smoothing=args.label_smoothing)
+                monitor.add_loss(loss, step + 1)  # no device sync per micro-batch: read every --logging_steps
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
@@ -132,12 +135,19 @@ def fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, o
             if accelerator.sync_gradients:
                 scheduler.step()
                 step += 1
+                if monitor.after_step(step):
+                    logger.info("step %d: the fp16 loss scaler skipped it (%d skipped so far)", step,
+                                monitor.skipped_steps)
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-                accelerator.log({"train/loss": loss.item(), "train/lr_head": scheduler.get_last_lr()[0],
-                                 "train/lr_backbone": scheduler.get_last_lr()[-1]}, step=step)
+                if step % args.logging_steps == 0 or step >= stop:
+                    logs = monitor.read()
+                    bar.set_postfix(epoch=epoch, loss=f"{logs['train/loss']:.3f}")
+                    accelerator.log({**logs, "train/lr_head": scheduler.get_last_lr()[0],
+                                     "train/lr_backbone": scheduler.get_last_lr()[-1]}, step=step)
                 if checkpoint_due(step, steps_per_epoch, args.checkpointing_steps, epoch_end=False):
-                    save_checkpoint(accelerator, out, step, total_limit=args.checkpoints_total_limit)
+                    monitor.check()
+                    save_checkpoint(accelerator, out, step, state={"skipped_steps": monitor.skipped_steps},
+                                    total_limit=args.checkpoints_total_limit)
                 if step >= stop:
                     break
         seconds += time.perf_counter() - tic
@@ -149,10 +159,13 @@ def fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, o
                 logger.info("epoch %d: new best validation accuracy %.4f (loss %.4f)", epoch, val["accuracy"],
                             val["loss"])
         if checkpoint_due(step, steps_per_epoch, args.checkpointing_steps, epoch_end=epoch_end) or step >= stop:
-            save_checkpoint(accelerator, out, step, total_limit=args.checkpoints_total_limit)
+            monitor.check()
+            save_checkpoint(accelerator, out, step, state={"skipped_steps": monitor.skipped_steps},
+                            total_limit=args.checkpoints_total_limit)
     bar.close()
     return {"steps": step, "planned_steps": total, "stopped_early": step < total, "steps_per_epoch": steps_per_epoch,
-            "train_images_per_second": images / seconds if seconds > 0 else None}
+            "train_images_per_second": images / seconds if seconds > 0 else None,
+            "skipped_steps": monitor.skipped_steps, **monitor.precision}
 
 
 def report(accelerator, model, loader, names, out: Path, dataset: str, split: str, config: dict | None) -> dict:
@@ -192,14 +205,16 @@ def train(args, model_name: str, out: Path) -> dict:
     loaders = dict(zip(loaders, prepared))
     best = BestWeights()
     accelerator.register_for_checkpointing(scheduler, best)
-    start = load_checkpoint(accelerator, resume)["step"] if resume else 0
+    state = load_checkpoint(accelerator, resume) if resume else {"step": 0}
+    start = state["step"]
     accelerator.init_trackers("kface-oracle", config={k: v for k, v in vars(args).items()
                                                       if isinstance(v, (int, float, str, bool))})
     logger.info("%s: %d classes at %d px, small stem %s; %d train / %s val / %d test images; %d steps (%d frozen)%s",
                 model_name, len(names), resolution, small, len(train_ds), len(val_ds) if val_ds else 0,
                 len(ds["test"]), total, steps_per_epoch * args.warmup_epochs,
                 f", resuming at {start}" if resume else "")
-    summary = fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, out, start, total)
+    summary = fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, out, start, total,
+                  skipped_steps=state.get("skipped_steps", 0))
     final = accelerator.unwrap_model(oracle)
     if best.weights is not None:
         final.model.load_state_dict(best.weights)

@@ -72,6 +72,8 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: int = 30, batch_s
                    help="Default: what `accelerate launch`/`accelerate config` says.")
     g.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "all", "none"],
                    help="Experiment tracker(s); one that is not installed is skipped with a warning.")
+    g.add_argument("--logging_steps", type=positive_int, default=10,
+                   help="Log the mean training loss every N optimiser steps (each log is one device sync).")
     g.add_argument("--checkpointing_steps", type=checkpointing_every, default="epoch",
                    help="Save a resumable checkpoint every N optimiser steps, or every 'epoch'.")
     g.add_argument("--checkpoints_total_limit", type=positive_int, default=None,

@@ -12,6 +12,7 @@ import shutil
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,25 +20,31 @@ from .errors import KfaceError
 from .io import atomic_write_text
 from .pipeline import ClassConditionalDDPMPipeline, image_generators
 from .plots import save_image_grid
+from .train_monitor import diverged
 
 
-def drop_labels(labels: torch.Tensor, null_id: int, drop_prob: float) -> torch.Tensor:
+def drop_labels(labels: torch.Tensor, null_id: int, drop_prob: float, uniform: torch.Tensor | None = None
+                ) -> torch.Tensor:
     """Replace each label by the null class with probability ``drop_prob``: one network learns both the
-    conditional and the unconditional model that classifier-free guidance mixes (Ho & Salimans 2022, alg. 1)."""
+    conditional and the unconditional model that classifier-free guidance mixes (Ho & Salimans 2022, alg. 1).
+    ``uniform``: the U[0, 1) draws to compare with ``drop_prob`` (default: fresh ones)."""
     if drop_prob <= 0:
         return labels
-    dropped = torch.rand(labels.shape, device=labels.device) < drop_prob
+    dropped = (torch.rand(labels.shape, device=labels.device) if uniform is None else uniform) < drop_prob
     return torch.where(dropped, torch.full_like(labels, null_id), labels)
 
 
-def denoising_loss(unet, noise_scheduler, x0: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def denoising_loss(unet, noise_scheduler, x0: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor | None = None,
+                   timesteps: torch.Tensor | None = None) -> torch.Tensor:
     """The simple DDPM loss (Ho et al. 2020, eq. 14), or its v-prediction form (Salimans & Ho 2022).
 
     x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4, ``add_noise``) with t uniform in [0, T);
     the target is eps, or v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (``get_velocity``).
+    ``noise`` and ``timesteps`` default to fresh draws (see ``step_draws`` for reproducible ones).
     """
-    noise = torch.randn_like(x0)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+    noise = torch.randn_like(x0) if noise is None else noise
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device) \
+        if timesteps is None else timesteps
     x_t = noise_scheduler.add_noise(x0, noise, t)
     prediction_type = noise_scheduler.config.prediction_type
     if prediction_type == "epsilon":
@@ -51,6 +58,26 @@ def denoising_loss(unet, noise_scheduler, x0: torch.Tensor, labels: torch.Tensor
     return F.mse_loss(prediction.float(), target.float())
 
 
+def step_draws(seed: int, process_index: int, step: int, micro: int, batch_size: int, accumulation: int,
+               x0: torch.Tensor, num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(noise, timesteps, label-dropout uniforms) of micro-batch ``micro`` of optimiser step ``step``.
+
+    They come from a generator seeded by (seed, process, step) alone, not from the global RNG, which data
+    loading also draws from (augmentation, and a batch prefetched ahead): so a run resumed mid-epoch draws
+    what the uninterrupted run drew. The draws cover the whole optimiser step (``accumulation`` micro-batches
+    of ``batch_size``) and each micro-batch takes its rows, so accumulation 2 at batch B gets the noise of
+    batch 2B. Costs one generator seeding and ``accumulation`` x the draws per micro-batch; no device sync.
+    """
+    key = np.random.SeedSequence([seed, process_index, step]).generate_state(2, np.uint32)
+    generator = torch.Generator(device=x0.device).manual_seed(int(key[0]) << 32 | int(key[1]))
+    rows, device = batch_size * accumulation, x0.device
+    noise = torch.randn((rows, *x0.shape[1:]), generator=generator, device=device, dtype=x0.dtype)
+    timesteps = torch.randint(0, num_train_timesteps, (rows,), generator=generator, device=device)
+    uniform = torch.rand((rows,), generator=generator, device=device)
+    part = slice(micro * batch_size, micro * batch_size + x0.shape[0])
+    return noise[part], timesteps[part], uniform[part]
+
+
 def check_finite(value: torch.Tensor, what: str, step: int) -> None:
     """Stop the run on a NaN or inf before it reaches the weights (and so any checkpoint).
 
@@ -58,11 +85,7 @@ def check_finite(value: torch.Tensor, what: str, step: int) -> None:
     """
     number = float(value.detach().float().item())
     if not math.isfinite(number):
-        raise KfaceError(
-            f"{what} became {number} at step {step}: training diverged; lower --learning_rate, train in "
-            "fp32 (--mixed_precision no) or tighten --max_grad_norm, and resume from the last checkpoint "
-            "(--resume_from_checkpoint latest), which holds no non-finite weights"
-        )
+        raise diverged(what, number, step)
 
 
 def create_ema(unet, max_decay: float, inv_gamma: float, power: float):

@@ -5,10 +5,12 @@ with torchvision v2 augmentation, a stratified validation split, the phase-aware
 checkpoint cadence, and a best-weights keeper that travels inside every checkpoint.
 """
 
+import itertools
 import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import KfaceError
@@ -178,12 +180,23 @@ class BestWeights:
         self.epoch, self.weights = state.get("epoch"), state.get("weights")
 
 
-def resume_batches(accelerator, loader, epoch: int, steps_done_in_epoch: int, accumulation: int):
+def resume_batches(accelerator, loader, epoch: int, steps_done_in_epoch: int, accumulation: int,
+                   seed: int | None = None):
     """The batches of ``epoch`` still to run after ``steps_done_in_epoch`` optimiser steps of it.
 
     The shuffling order of an epoch depends only on (seed, epoch) (see ``build_accelerator``), so a
-    resumed run sees the same remaining batches as an uninterrupted one.
+    resumed run sees the same remaining batches as an uninterrupted one. With ``seed``, the random
+    augmentations do too: the global RNGs they draw from are seeded from (seed, epoch, process) here, at
+    the epoch's start, and the batches already used are loaded and dropped rather than skipped unread
+    (``accelerator.skip_first_batches``), so that the draws before the resume point are made again. That
+    costs decoding the skipped part of one epoch, once per resume. Restoring the checkpoint's RNG state is
+    not enough: the loader prefetches one batch, so at a save the RNG is already past the next batch's draws.
     """
     loader.set_epoch(epoch)
     skip = steps_done_in_epoch * accumulation
-    return accelerator.skip_first_batches(loader, skip) if skip else loader
+    if seed is None:
+        return accelerator.skip_first_batches(loader, skip) if skip else loader
+    from accelerate.utils import set_seed
+
+    set_seed(int(np.random.SeedSequence([seed, epoch, accelerator.process_index]).generate_state(1)[0]))
+    return itertools.islice(loader, skip, None)
