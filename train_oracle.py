@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from kface.args import add_data_args, add_hub_args, add_training_args, fraction, non_negative_int
 from kface.checkpointing import latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
 from kface.data import class_names, load_image_dataset
+from kface.distributed import check_replicas
 from kface.errors import KfaceError, run_cli
 from kface.hub import push_folder, require_repo_id
 from kface.io import atomic_write_json, atomic_write_text, check_writable_dir
@@ -205,6 +206,7 @@ def train(args, model_name: str, out: Path) -> dict:
         final.model.load_state_dict(best.weights)
     final.config.update(dataset=str(args.dataset), best_epoch=best.epoch, trained_steps=summary["steps"],
                         robust_augment=args.robust_augment_p if args.robust_augment else 0.0)
+    summary.update(check_replicas(accelerator, final.model))  # a collective: every process reaches it
     if accelerator.is_main_process:
         save_oracle(final, out)
         atomic_write_json(out / "train_summary.json", {**summary, "best_epoch": best.epoch, "args": vars(args),
