@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.logging import get_logger
+from timm.utils import distribute_bn
 from tqdm.auto import tqdm
 
 from kface.args import add_data_args, add_hub_args, add_training_args, fraction, non_negative_int
@@ -142,6 +143,9 @@ def fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, o
                 if step >= stop:
                     break
         seconds += time.perf_counter() - tic
+        if accelerator.num_processes > 1:  # same BatchNorm statistics everywhere before validating and saving:
+            # DDP copies rank 0's buffers at the start of a forward, so the last one left each process its own
+            distribute_bn(oracle, accelerator.num_processes, reduce=True)  # their mean, as timm's train.py does
         epoch_end = step % steps_per_epoch == 0
         if epoch_end and "val" in loaders:
             val = validate(accelerator, oracle, loaders["val"], names)
