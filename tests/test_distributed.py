@@ -64,14 +64,18 @@ def launch(script: str, *args, processes: int = 2, timeout: float = 240, check: 
 
 def in_process(script: str, *args) -> None:
     """The 1-process reference: ``script``'s main in this process (loaded by path: the repo's evaluate.py
-    would otherwise meet Hugging Face's ``evaluate`` in sys.modules)."""
+    would otherwise meet Hugging Face's ``evaluate`` in sys.modules). BLAS at one thread, as in the
+    launched runs (OMP_NUM_THREADS=1): scipy's sqrtm in the Fréchet distance differs in the last bits
+    between thread counts."""
     from accelerate.state import AcceleratorState
+    from threadpoolctl import threadpool_limits
 
     spec = importlib.util.spec_from_file_location(f"kface_script_{script[:-3]}", REPO / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     try:
-        module.main(module.parse_args([str(a) for a in args]))
+        with threadpool_limits(limits=1):
+            module.main(module.parse_args([str(a) for a in args]))
     finally:  # accelerate keeps process-wide state; leave none behind for other tests
         AcceleratorState._reset_state(reset_partial_state=True)
 
