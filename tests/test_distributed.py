@@ -245,3 +245,24 @@ def test_preprocess_refuses_several_processes_with_one_line(tmp_path):
     assert errors == ["error: preprocess.py runs as one process (it writes one output folder); use --num_workers "
                       "for parallel detection, not accelerate launch --num_processes"] * 2  # one line per rank
     assert not out.exists() and not (tmp_path / "data.incomplete").exists()
+
+
+def test_weights_hash_tells_replicas_apart_and_a_mismatch_stops_the_run(monkeypatch):
+    from types import SimpleNamespace
+
+    import kface.distributed as dist
+    from kface.errors import KfaceError
+
+    weights = [("w", torch.arange(6, dtype=torch.bfloat16).reshape(2, 3))]  # bf16: no numpy dtype of its own
+    same = dist.tensors_sha256(weights)
+    assert same == dist.tensors_sha256([("w", weights[0][1].clone())])
+    for other in ([("v", weights[0][1])], [("w", weights[0][1].float())], [("w", weights[0][1].reshape(3, 2))],
+                  [("w", weights[0][1] + 1)]):  # name, dtype, shape, one value
+        assert dist.tensors_sha256(other) != same
+    model = torch.nn.Linear(2, 2)
+    accelerator = SimpleNamespace(num_processes=2)
+    monkeypatch.setattr(dist, "weights_by_process", lambda acc, named: ["a" * 64, "b" * 64])
+    with pytest.raises(KfaceError, match="the 2 processes ended with different weights"):
+        dist.check_replicas(accelerator, model)
+    monkeypatch.setattr(dist, "weights_by_process", lambda acc, named: ["a" * 64] * 2)
+    assert dist.check_replicas(accelerator, model) == {"num_processes": 2, "weights_sha256_by_process": ["a" * 64] * 2}
