@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from accelerate import PartialState
 from accelerate.logging import get_logger
+from accelerate.utils.environment import parse_flag_from_env
 
 from kface.args import add_hub_args, non_negative_int, positive_int
 from kface.data import class_names, load_image_dataset
@@ -148,7 +149,9 @@ def main(args):
     for name in ("kface", __name__):
         logging.getLogger(name).setLevel(logging.INFO)
     check_args(args)
-    state = PartialState()
+    # ACCELERATE_USE_CPU (accelerate launch --cpu): a bare PartialState ignores it and, without GPUs, makes
+    # every torchrun process a rank 0 of 1, so that each of them evaluated and wrote metrics.json
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     if not state.is_main_process:  # one pass over in-memory arrays: extra processes would only repeat it
         return
     hub_id, device = None, state.device
@@ -170,6 +173,7 @@ def main(args):
             gen, lambda: read_dataset_split(ds["train"], split="train", flag="--dataset"), fid_mode=args.fid_mode,
             inception_weights=args.inception_weights, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,
             lpips_pairs=args.lpips_pairs, seed=args.seed, batch_size=args.visual_batch_size, device=device)
+    metrics["num_processes"] = state.num_processes  # the others returned above: the numbers do not depend on it
     metrics["config"] = {k: v for k, v in vars(args).items() if k != "hub_token"}
     metrics["samples_meta"] = gen.meta
     metrics["versions"] = package_versions()

@@ -120,7 +120,8 @@ def sample_folder(args, accelerator, pipe, settings: dict, out, class_ids, folde
     if not accelerator.is_main_process:
         return None
     speed = round(len(jobs) / seconds, 2) if jobs else previous.get("images_per_second")  # a rerun with nothing to do
-    manifest = finish(out, {**manifest, "images_per_second": speed}, names, class_ids, folders, args.output_format)
+    manifest = finish(out, {**manifest, "images_per_second": speed, "num_processes": accelerator.num_processes},
+                      names, class_ids, folders, args.output_format)
     logger.info("%s: %s; %d images in %.1f s", out, "complete" if manifest["complete"] else "INCOMPLETE",
                 len(jobs), seconds)
     return manifest

@@ -29,6 +29,7 @@ from kface.data import class_names, load_image_dataset
 from kface.diffusion_training import (create_ema, denoising_loss, drop_labels, ema_weights, log_images,
                                       sample_class_grid, save_class_grid, save_pipeline, step_draws,
                                       write_model_card)
+from kface.distributed import check_replicas
 from kface.errors import KfaceError, run_cli
 from kface.hub import push_folder, require_repo_id
 from kface.io import atomic_write_json, check_writable_dir
@@ -205,8 +206,12 @@ def train(args, accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler
 
 def finish(args, accelerator, unet, ema, noise_scheduler, names, out: Path, config: dict, summary: dict) -> None:
     """The pipeline with EMA weights, training_config.json and the model card; a last checkpoint."""
-    if not (out / f"checkpoint-{summary['trained_steps']}").exists():  # so that a longer run can resume here
-        save_checkpoint(accelerator, out, summary["trained_steps"], total_limit=args.checkpoints_total_limit)
+    step, per_epoch = summary["trained_steps"], summary["steps_per_epoch"]
+    # so that a longer run can resume here. Decided from the step counter, the same on every process: a look
+    # for the folder raced with the main process's rename, and a process that saw none waited alone (a hang)
+    if not checkpoint_due(step, per_epoch, args.checkpointing_steps, step % per_epoch == 0):
+        save_checkpoint(accelerator, out, step, total_limit=args.checkpoints_total_limit)
+    summary.update(check_replicas(accelerator, accelerator.unwrap_model(unet), ema))  # a collective
     if not accelerator.is_main_process:
         return
     model = accelerator.unwrap_model(unet)

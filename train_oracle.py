@@ -23,11 +23,13 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.logging import get_logger
+from timm.utils import distribute_bn
 from tqdm.auto import tqdm
 
 from kface.args import add_data_args, add_hub_args, add_training_args, fraction, non_negative_int
 from kface.checkpointing import latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
 from kface.data import class_names, load_image_dataset
+from kface.distributed import check_replicas
 from kface.errors import KfaceError, run_cli
 from kface.hub import push_folder, require_repo_id
 from kface.io import atomic_write_json, atomic_write_text, check_writable_dir
@@ -151,6 +153,9 @@ def fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, o
                 if step >= stop:
                     break
         seconds += time.perf_counter() - tic
+        if accelerator.num_processes > 1:  # same BatchNorm statistics everywhere before validating and saving:
+            # DDP copies rank 0's buffers at the start of a forward, so the last one left each process its own
+            distribute_bn(oracle, accelerator.num_processes, reduce=True)  # their mean, as timm's train.py does
         epoch_end = step % steps_per_epoch == 0
         if epoch_end and "val" in loaders:
             val = validate(accelerator, oracle, loaders["val"], names)
@@ -220,6 +225,7 @@ def train(args, model_name: str, out: Path) -> dict:
         final.model.load_state_dict(best.weights)
     final.config.update(dataset=str(args.dataset), best_epoch=best.epoch, trained_steps=summary["steps"],
                         robust_augment=args.robust_augment_p if args.robust_augment else 0.0)
+    summary.update(check_replicas(accelerator, final.model))  # a collective: every process reaches it
     if accelerator.is_main_process:
         save_oracle(final, out)
         atomic_write_json(out / "train_summary.json", {**summary, "best_epoch": best.epoch, "args": vars(args),
