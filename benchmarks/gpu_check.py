@@ -7,10 +7,10 @@ crash, an out-of-memory or a hang in one stage is written down and the next stag
   data        a synthetic 32 px DatasetDict (procedural colour fields, 10 classes x 1,000 images), saved to disk
   train_fp16  the paper's 32 px UNet trained for --train_steps steps through train_ddpm.py's main (its real code
   train_bf16  path: accelerate, --in_memory data, EMA, clipping, checkpoint, pipeline), then a bare loop of the
-              same model (forward, MSE, backward, AdamW; GradScaler under fp16) for the same steps.
+              same model (forward, MSE, backward, AdamW; the Accelerator's autocast and GradScaler) for the same steps.
               Targets: the run ends without an abort, the loss falls, train img/s / bare img/s >= 0.95 (both
-              steady state: the first 10% of steps are warm-up, train_ddpm's rate read from the tensorboard
-              event times of its logged steps)
+              steady state: the first 10% of steps are warm-up, train_ddpm's rate timed at its
+              accelerator.log calls)
   sample      --num_samples guided samples (w = --guidance_scale) with --sampler / --sampler_steps through
               sample.py's main, PNGs written, timed end to end. Target < 60 s. Uses the bf16 run's pipeline (fp16's,
               or a random-weight one, if that stage failed)
@@ -68,7 +68,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # handed on to the stage processes
     if args.tiny:
-        args.train_steps, args.train_batch_size = 6, 8
+        args.train_steps, args.train_batch_size = 4, 4
         args.num_samples, args.sample_batch_size = 16, 16
         args.eval_images, args.eval_batch_size = 256, 64
     return args
@@ -110,32 +110,52 @@ def target(value, goal: float, higher_is_better: bool) -> dict:
     return {"value": value, "target": f"{'>=' if higher_is_better else '<'} {goal}", "passed": bool(ok)}
 
 
-def logged_scalars(log_dir: Path, tag: str) -> list[tuple[int, float, float]]:
-    """(step, wall time, value) of one scalar from the tensorboard event files under ``log_dir``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+class LogRecorder:
+    """Records (step, wall time, value) of one scalar from every ``Accelerator.log`` call while active.
 
-    events = []
-    for folder in sorted({f.parent for f in log_dir.rglob("events.out.tfevents*")}):
-        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-        acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            events += [(e.step, e.wall_time, e.value) for e in acc.Scalars(tag)]
-    return sorted(events)
+    It wraps the method and calls through, so the script's own logging runs unchanged. (Reading the tensorboard
+    event files instead would import TensorFlow, which is installed for MTCNN: tens of seconds and >1 GB.)
+    """
+
+    def __init__(self, tag: str):
+        self.tag, self.events = tag, []
+
+    def __enter__(self):
+        from accelerate import Accelerator
+
+        self.original = original = Accelerator.log
+        recorder = self
+
+        def log(accelerator, values: dict, step: int | None = None, **kwargs):
+            if recorder.tag in values:
+                recorder.events.append((int(step), time.perf_counter(), float(values[recorder.tag])))
+            return original(accelerator, values, step=step, **kwargs)
+
+        Accelerator.log = log
+        return self
+
+    def __exit__(self, *exc):
+        from accelerate import Accelerator
+
+        Accelerator.log = self.original
 
 
 def bare_train(args, preset: str, num_classes: int, precision: str, steps: int, warmup: int) -> dict:
-    """The same UNet trained on random batches with nothing around it: img/s over steps warmup+1..steps."""
+    """The same UNet trained on one random batch with nothing around it (no data loader, label dropout, clipping,
+    EMA or logging): img/s over steps warmup+1..steps. The precision goes through an ``Accelerator`` as in
+    train_ddpm.py, so both sides get the same autocast and loss scaling (accelerate gives fp16 on a CPU neither:
+    it runs in fp32 there)."""
     import torch
+    from accelerate import Accelerator
     from diffusers import DDPMScheduler
 
     from kface.unet import build_unet
 
-    dev = device_of(args)
+    accelerator = Accelerator(mixed_precision=precision)
+    dev = accelerator.device
     torch.manual_seed(0)
-    unet = build_unet(32, [f"{i:04d}" for i in range(num_classes)], preset=preset).to(dev).train()
-    opt = torch.optim.AdamW(unet.parameters(), lr=2e-4)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and dev.type == "cuda" else None
+    unet = build_unet(32, [f"{i:04d}" for i in range(num_classes)], preset=preset).train()
+    unet, opt = accelerator.prepare(unet, torch.optim.AdamW(unet.parameters(), lr=2e-4))
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000)
     b = args.train_batch_size
     x0 = torch.rand(b, 3, 32, 32, device=dev) * 2 - 1
@@ -145,16 +165,10 @@ def bare_train(args, preset: str, num_classes: int, precision: str, steps: int, 
     for step in range(1, steps + 1):
         noise = torch.randn_like(x0)
         t = torch.randint(0, 1000, (b,), device=dev)
-        with torch.autocast(dev.type, dtype=dtype):
+        with accelerator.autocast():
             pred = unet(noise_scheduler.add_noise(x0, noise, t), t, class_labels=labels).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), noise)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        accelerator.backward(torch.nn.functional.mse_loss(pred.float(), noise))
+        opt.step()
         opt.zero_grad(set_to_none=True)
         if step == warmup:
             if dev.type == "cuda":
@@ -163,7 +177,8 @@ def bare_train(args, preset: str, num_classes: int, precision: str, steps: int, 
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - tic
-    return {"images_per_second": round(b * (steps - warmup) / seconds, 2), "peak_memory_mib": peak_mib(args)}
+    return {"images_per_second": round(b * (steps - warmup) / seconds, 2), "peak_memory_mib": peak_mib(args),
+            "autocast": accelerator.native_amp, "grad_scaler": accelerator.scaler is not None}
 
 
 # ---- the stages (each runs in its own process, writes its own JSON)
@@ -191,14 +206,15 @@ def stage_train(args, out: Path, precision: str) -> dict:
             "--max_train_steps", str(args.train_steps), "--mixed_precision", precision, "--in_memory",
             "--learning_rate", "2e-4", "--lr_warmup_steps", str(max(1, args.train_steps // 10)),
             "--checkpointing_steps", "1000000", "--validation_steps", "0", "--validation_images_per_class", "1",
-            "--validation_inference_steps", "2", "--report_to", "tensorboard", "--seed", "0"]
+            "--validation_inference_steps", "2", "--report_to", "none", "--seed", "0"]
     reset_peak(args)
     tic = time.perf_counter()
-    train_ddpm.main(train_ddpm.parse_args(argv))
+    with LogRecorder("train/loss") as recorder:
+        train_ddpm.main(train_ddpm.parse_args(argv))
     wall = time.perf_counter() - tic
     result = {"argv": argv, "wall_seconds": round(wall, 2), "peak_memory_mib": peak_mib(args)}
     config = json.loads((run / "training_config.json").read_text())
-    events = logged_scalars(run / "logs", "train/loss")
+    events = recorder.events
     warmup = max(1, args.train_steps // 10)
     steady = [e for e in events if e[0] >= warmup]
     rate = (args.train_batch_size * (steady[-1][0] - steady[0][0]) / (steady[-1][1] - steady[0][1])
@@ -209,7 +225,8 @@ def stage_train(args, out: Path, precision: str) -> dict:
                   loss_last=round(last, 5), train_images_per_second_script=config["train_images_per_second"],
                   train_images_per_second=round(rate, 2) if rate else None)
     bare = bare_train(args, s["preset"], s["classes"], precision, args.train_steps, warmup)
-    result.update(bare_images_per_second=bare["images_per_second"], bare_peak_memory_mib=bare["peak_memory_mib"])
+    result.update(bare_images_per_second=bare["images_per_second"], bare_peak_memory_mib=bare["peak_memory_mib"],
+                  autocast=bare["autocast"], grad_scaler=bare["grad_scaler"])
     ratio = round(rate / bare["images_per_second"], 3) if rate else None
     result["targets"] = {
         "no_abort": {"value": config["trained_steps"], "target": f"== {args.train_steps}",
