@@ -4,7 +4,6 @@ stage that fails or runs out of time is written down and the others still run.""
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -55,7 +54,7 @@ def test_cpu_dry_run_writes_every_stage(tmp_path):
     for precision in ("fp16", "bf16"):
         train = json.loads((out / f"train_{precision}.json").read_text())
         assert train["trained_steps"] == 4 and train["logged_steps"] == 4  # read back from the tensorboard events
-        assert train["targets"]["no_abort"]["passed"] and f"--mixed_precision" in train["argv"]
+        assert train["targets"]["no_abort"]["passed"] and "--mixed_precision" in train["argv"]
         assert train["argv"][train["argv"].index("--mixed_precision") + 1] == precision
     sample = json.loads((out / "sample.json").read_text())
     assert sample["pipeline"] == "train_bf16" and sample["images"] == 16
@@ -67,13 +66,19 @@ def test_cpu_dry_run_writes_every_stage(tmp_path):
         assert s["passed"] == all(t["passed"] for t in record.get("targets", {}).values())
 
 
-def test_failing_and_timed_out_stages_are_written_down(tmp_path):
+def test_failing_and_timed_out_stages_are_written_down(tmp_path, monkeypatch):
     out = tmp_path / "check"
     out.mkdir()
-    args = gpu_check.parse_args(["--device", "cpu", "--tiny", "--output_dir", str(out), "--stage", "train_bf16"])
-    assert gpu_check.run_stage(args) == 1  # no data stage ran: train_ddpm stops on the missing --dataset
-    failed = json.loads((out / "train_bf16.json").read_text())
-    assert "--dataset" in failed["error"] and "trained_steps" not in failed
+
+    def broken(args, out):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(gpu_check, "stage_data", broken)
+    args = gpu_check.parse_args(["--device", "cpu", "--tiny", "--output_dir", str(out), "--stage", "data"])
+    assert gpu_check.run_stage(args) == 1
+    failed = json.loads((out / "data.json").read_text())
+    assert failed["error"] == "RuntimeError: disk full" and "disk full" in failed["traceback"]
+    assert "train_images" not in failed and failed["stage_seconds"] >= 0
 
     parent = gpu_check.parse_args(["--device", "cpu", "--tiny", "--output_dir", str(out)])
     slow = gpu_check.launch(parent, "sample", out, timeout=0.5)  # killed long before it can import torch
@@ -81,6 +86,6 @@ def test_failing_and_timed_out_stages_are_written_down(tmp_path):
     assert json.loads((out / "sample.json").read_text())["error"] == slow["error"]
 
     ok = {"error": None, "targets": {"x": {"value": 1.0, "target": ">= 0.9", "passed": True}}, "process_seconds": 1}
-    summary = gpu_check.summarise(parent, {"data": ok, "train_bf16": failed, "sample": slow}, 3.0)
-    assert summary["stages"]["data"]["passed"] and not summary["stages"]["train_bf16"]["ran"]
+    summary = gpu_check.summarise(parent, {"evaluate": ok, "data": failed, "sample": slow}, 3.0)
+    assert summary["stages"]["evaluate"]["passed"] and not summary["stages"]["data"]["ran"]
     assert not summary["all_ran"] and not summary["all_passed"]
