@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_EVALUATE_OFFLINE=1 HF_DATASETS_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=3
 DEMO_DIR ?= demo_output
 
-.PHONY: install demo demo-clean test clean
+.PHONY: install demo demo-clean test clean gpu-check
 
 install: $(STAMP)
 
@@ -24,6 +24,12 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 
 test: install
 	$(OFFLINE) $(VENV)/bin/pytest -q
+
+# the prepared GPU check (benchmarks/gpu_check.py): synthetic data, fp16/bf16 training, 50k samples, the oracle
+# pass, each stage in its own process within an 8-minute budget; JSON per stage and summary.json in GPU_CHECK_DIR
+GPU_CHECK_DIR ?= gpu_check
+gpu-check: install
+	$(OFFLINE) $(PY) benchmarks/gpu_check.py --output_dir $(GPU_CHECK_DIR)
 
 # ---- the demo: each stage is a file target, so a rerun skips what is finished (every script also resumes
 # an interrupted run by itself). CPU-sized presets; override any of them: make demo DEMO_DDPM_EPOCHS=120

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from accelerate.logging import get_logger
 from diffusers import DDPMScheduler
 from diffusers.optimization import SchedulerType, get_scheduler
@@ -33,6 +34,7 @@ from kface.distributed import check_replicas
 from kface.errors import KfaceError, run_cli
 from kface.hub import push_folder, require_repo_id
 from kface.io import atomic_write_json, check_writable_dir
+from kface.memory_data import in_memory_loaders
 from kface.pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, make_scheduler
 from kface.train_monitor import TrainingMonitor
 from kface.training import build_accelerator, checkpoint_due, image_loaders, resume_batches
@@ -94,8 +96,13 @@ def build_model(args, names: list[str], resolution: int):
 
 def make_loader(args, train_ds, resolution: int, num_processes: int):
     """Flipped uint8 training batches, and the optimiser steps per epoch they make."""
-    loader = image_loaders({"train": train_ds}, resolution, args.train_batch_size, args.eval_batch_size,
-                           args.dataloader_num_workers, random_flip=args.random_flip)["train"]
+    if args.in_memory:
+        loader = in_memory_loaders({"train": train_ds}, resolution, args.train_batch_size, args.eval_batch_size,
+                                   args.dataloader_num_workers, PartialState().device,
+                                   random_flip=args.random_flip)["train"]
+    else:
+        loader = image_loaders({"train": train_ds}, resolution, args.train_batch_size, args.eval_batch_size,
+                               args.dataloader_num_workers, random_flip=args.random_flip)["train"]
     # what the prepared (sharded) loader will give: ceil(batches / processes) each, then accumulation
     steps_per_epoch = -(-(-(-len(loader) // num_processes)) // args.gradient_accumulation_steps)
     return loader, steps_per_epoch

@@ -33,6 +33,7 @@ from kface.distributed import check_replicas
 from kface.errors import KfaceError, run_cli
 from kface.hub import push_folder, require_repo_id
 from kface.io import atomic_write_json, atomic_write_text, check_writable_dir
+from kface.memory_data import in_memory_loaders
 from kface.metrics import classification_metrics
 from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, predict_logits,
                           require_online, save_oracle, use_small_stem, warmup_param_groups, write_model_card)
@@ -91,6 +92,11 @@ def check_args(args) -> None:
 
 
 def make_loaders(args, splits: dict, resolution: int) -> dict:
+    if args.in_memory:  # decoded once, augmented per batch on the device (kface.memory_data)
+        return in_memory_loaders(splits, resolution, args.train_batch_size, args.eval_batch_size,
+                                 args.dataloader_num_workers, PartialState().device, random_flip=args.random_flip,
+                                 translate=args.translate, scale=args.scale, color_jitter=args.color_jitter,
+                                 robust_augment=args.robust_augment_p if args.robust_augment else 0.0)
     return image_loaders(splits, resolution, args.train_batch_size, args.eval_batch_size, args.dataloader_num_workers,
                          random_flip=args.random_flip, translate=args.translate, scale=args.scale,
                          color_jitter=args.color_jitter,
