@@ -38,7 +38,13 @@ def load_image_dataset(path_or_id: str, resolution: int | None = None, flag: str
             else:
                 hint = "; run preprocess.py first to make one"
             raise KfaceError(f"{flag} {path} is not a saved DatasetDict (no dataset_dict.json){hint}")
-        ds = load_from_disk(str(path))
+        try:
+            ds = load_from_disk(str(path))
+        except IndexError:  # datasets cannot read back a split saved without rows (no data files)
+            if not (empty := empty_saved_splits(path)):
+                raise
+            raise KfaceError(f"{flag} {path}: the '{empty[0]}' split is empty; give a dataset with images in it") \
+                from None
     else:
         if "/" not in str(path_or_id) or str(path_or_id).startswith((".", "/")):
             raise KfaceError(f"{flag} {path_or_id} does not exist; give a folder from preprocess.py or a Hub id")
@@ -101,3 +107,14 @@ def require_classes(names: list[str], flag: str = "--dataset", name: str = "", m
         raise KfaceError(f"{flag} {name} has {len(names)} class(es) {names}: an identity oracle needs at least "
                          f"{minimum} (with one, every accuracy and RCA is 1.0 by construction); give a dataset of "
                          f"{minimum} or more identities")
+
+
+def empty_saved_splits(path) -> list[str]:
+    """Splits of a ``save_to_disk`` folder that hold no data files (saved with zero rows)."""
+    import json
+
+    try:
+        splits = json.loads((Path(path) / "dataset_dict.json").read_text())["splits"]
+        return [s for s in splits if not json.loads((Path(path) / s / "state.json").read_text())["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
