@@ -57,22 +57,24 @@ def keep_or_replace(output_dir, patterns, overwrite: bool, resumes: bool = False
     the end (preprocess.py's staging folder) pass ``remove=False``.
     """
     found = [] if resumes else existing_results(output_dir, patterns)
-    if not found:
-        return []
-    if not overwrite:
+    if found and not overwrite:
         names = [p.name for p in found]
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         raise refusal(output_dir, holds or shown, resume_hint, flag)
-    if remove:
+    if overwrite and remove:  # on every process, found or not: the barriers inside must match
         remove_results(found)
     return found
 
 
 def remove_results(paths: list[Path]) -> None:
-    """Delete files and folders on the main process, then let every process go on together."""
+    """Delete files and folders on the main process, then let every process go on together.
+
+    Call it on every process: the first barrier makes sure that every process has looked at the folder
+    before anything in it is deleted (so that all of them decided alike)."""
     from accelerate import PartialState
 
     state = PartialState()
+    state.wait_for_everyone()
     if state.is_main_process:
         for path in paths:
             logger.warning("--overwrite: removing %s", path)
