@@ -217,9 +217,9 @@ def main(args) -> None:
     check_args(args)
     out = check_writable_dir(args.output_dir, "--output_dir")
     resume = resolve_resume(out, args.resume_from_checkpoint)
-    keep_or_resume_training(out, ["model_index.json"], resume, args.overwrite)  # the pipeline, or a checkpoint
     accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
                                     args.report_to)
+    keep_or_resume_training(out, ["model_index.json"], resume, args.overwrite)  # the pipeline, or a checkpoint
     if args.cond_drop_prob == 0 and args.validation_guidance != 1.0:
         logger.warning("--cond_drop_prob 0 trains no null class: guidance != 1 samples from an untrained one")
     ds = load_image_dataset(args.dataset, args.resolution)

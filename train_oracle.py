@@ -178,9 +178,9 @@ def report(accelerator, model, loader, names, out: Path, dataset: str, split: st
 def train(args, model_name: str, out: Path) -> dict:
     check_writable_dir(out, "--output_dir")
     resume = resolve_resume(out, args.resume_from_checkpoint)
-    keep_or_resume_training(out, ORACLE_RESULTS, resume, args.overwrite)
     accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
                                     args.report_to)
+    keep_or_resume_training(out, ORACLE_RESULTS, resume, args.overwrite)
     ds = load_image_dataset(args.dataset, args.resolution)
     require_splits(ds, ["train", "test"], "--dataset", args.dataset)
     names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]

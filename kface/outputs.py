@@ -69,8 +69,10 @@ def keep_or_replace(output_dir, patterns, overwrite: bool, resumes: bool = False
 def remove_results(paths: list[Path]) -> None:
     """Delete files and folders on the main process, then let every process go on together.
 
-    Call it on every process: the first barrier makes sure that every process has looked at the folder
-    before anything in it is deleted (so that all of them decided alike)."""
+    Call it on every process, after the script's ``Accelerator`` exists: a first ``PartialState()`` would
+    settle the process group by itself, and on CPUs it does not read ``ACCELERATE_USE_CPU`` (every process
+    would then think it is the only one). The first barrier makes sure that every process has looked at the
+    folder before anything in it is deleted (so that all of them decided alike)."""
     from accelerate import PartialState
 
     state = PartialState()
