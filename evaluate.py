@@ -24,12 +24,13 @@ from accelerate import PartialState
 from accelerate.logging import get_logger
 from accelerate.utils.environment import parse_flag_from_env
 
-from kface.args import add_hub_args, non_negative_int, positive_int
-from kface.data import class_names, load_image_dataset
+from kface.args import add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args
+from kface.data import class_names, load_image_dataset, require_classes
 from kface.errors import KfaceError, run_cli
 from kface.features import oracle_outputs, per_class_frechet
 from kface.hub import require_repo_id
 from kface.io import check_writable_dir
+from kface.outputs import keep_or_replace
 from kface.nuisance import degradations, degraded_accuracies, nuisance_matched_rca, oracle_predict, shift_summary
 from kface.oracle import load_oracle
 from kface.rca import bootstrap_rca, relative_classification_accuracy
@@ -53,7 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=positive_int, default=256, help="Oracle batch size.")
     p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no",
                    help="Autocast for the oracle pass.")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap, KID subsets and LPIPS pairs.")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="Seed of the bootstrap, KID subsets and LPIPS pairs.")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000,
                    help="Bootstrap resamples for the 95%% intervals of RCA (0: none).")
     p.add_argument("--no_nuisance", action="store_true",
@@ -70,6 +72,7 @@ def parse_args(argv=None):
                    help="torchvision alexnet/vgg16 state dict file (default: the torch hub cache).")
     g.add_argument("--lpips_pairs", type=positive_int, default=1000, help="Random image pairs per class.")
     g.add_argument("--visual_batch_size", type=positive_int, default=64)
+    add_overwrite_arg(p)
     add_hub_args(p, kind="model")
     return p.parse_args(argv)
 
@@ -79,6 +82,9 @@ def check_args(args) -> None:
         if not getattr(args, flag):
             raise KfaceError(f"--{flag} is required (see python evaluate.py --help)")
     check_writable_dir(args.output_dir, "--output_dir")
+    # metrics.json is written last: without it the folder holds an unfinished run, which a rerun completes.
+    # The old result stays in place until the new one replaces it (atomic writes).
+    keep_or_replace(args.output_dir, ["metrics.json"], args.overwrite, remove=False)
 
 
 def oracle_names(paths: list[str]) -> list[str]:
@@ -102,6 +108,7 @@ def load_inputs(args, device):
         raise KfaceError(f"--dataset {args.dataset}: no 'train' split, the FID/KID reference; or pass --no_visual")
     names = check_class_names({**{f"--oracle {n}": o.class_names for n, o in oracles.items()},
                                "--dataset": class_names(ds)})
+    require_classes(names, "--dataset", args.dataset)
     sampled = check_sampled_classes(names, gen)
     real = read_dataset_split(ds["test"], split="test", flag="--dataset")
     if len(sampled) < len(names):  # sample.py --classes: compare with real images of the same classes
@@ -174,7 +181,7 @@ def main(args):
             inception_weights=args.inception_weights, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,
             lpips_pairs=args.lpips_pairs, seed=args.seed, batch_size=args.visual_batch_size, device=device)
     metrics["num_processes"] = state.num_processes  # the others returned above: the numbers do not depend on it
-    metrics["config"] = {k: v for k, v in vars(args).items() if k != "hub_token"}
+    metrics["config"] = recordable_args(args)
     metrics["samples_meta"] = gen.meta
     metrics["versions"] = package_versions()
     metrics["fingerprints"] = fingerprints(args, oracles, gen, real, ds)

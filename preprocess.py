@@ -20,10 +20,11 @@ from pathlib import Path
 
 from kface import faces
 from kface import preprocessing as pp
-from kface.args import add_hub_args, fraction, non_negative_int, positive_int
+from kface.args import add_hub_args, add_overwrite_arg, fraction, non_negative_int, positive_int
 from kface.errors import KfaceError, run_cli
 from kface.hub import require_repo_id
 from kface.io import check_writable_dir, publish_dir, staging_dir
+from kface.outputs import keep_or_replace
 
 # Plain logging, not accelerate.logging: the detection workers are spawned and re-import this module, and
 # accelerate's import of torch (~4 s per worker) would only delay them. The script is one process anyway
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     src.add_argument("--input_dir", help="One folder of photos per identity, or train/ and test/ folders of those.")
     src.add_argument("--dataset_name", help="Hub dataset with 'image' and 'label' columns.")
     p.add_argument("--output_dir", required=True, help="Gets <res>px/ DatasetDicts, the report and contact sheets.")
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing complete --output_dir.")
+    add_overwrite_arg(p)
     p.add_argument("--resolutions", type=positive_int, nargs="+", default=[32, 64])
     p.add_argument("--detector", choices=faces.DETECTORS, default="mtcnn",
                    help="'none': the photos are already face crops (centre square + resize).")
@@ -54,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--detect_max_side", type=positive_int, default=1024,
                    help="Photos are downscaled to this longer side for detection only (speed).")
     p.add_argument("--test_size", type=fraction, default=0.2, help="Test fraction when the input is not split.")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the stratified split.")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="Seed of the stratified split.")
     p.add_argument("--dup_threshold", type=non_negative_int, default=4,
                    help="Train/test crops with perceptual-hash Hamming distance <= this are near duplicates.")
     p.add_argument("--drop_test_duplicates", action="store_true",
@@ -72,9 +73,11 @@ def check_args(args) -> None:
     if args.margin < 0:
         raise KfaceError(f"--margin {args.margin}: must be >= 0 (0.25 adds a quarter of the face box on each side)")
     out = Path(args.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise KfaceError(f"--output_dir {out} already holds a finished result; pass --overwrite to replace it "
-                         "or choose another folder")
+    if out.exists() and not out.is_dir():
+        raise KfaceError(f"--output_dir {out} is a file; choose a folder")
+    # an interrupted run resumes from <output_dir>.incomplete/; a finished one is kept unless --overwrite, and
+    # then replaced only when the new one is complete (publish_dir)
+    keep_or_replace(out, ["*"], args.overwrite, remove=False, holds="a finished result")
     check_writable_dir(out.parent if str(out.parent) else Path("."), "--output_dir")
 
 

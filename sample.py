@@ -20,12 +20,15 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
+from kface.args import add_overwrite_arg, check_guidance
 from kface.errors import KfaceError, run_cli
 from kface.io import atomic_write_json, check_writable_dir
+from kface.outputs import keep_or_replace
 from kface.pipeline import make_scheduler
 from kface.sampling import (SAMPLER_NAMES, build_manifest, check_manifest, class_folders, finish, generate,
                             load_pipeline, missing_jobs, remove_partial_files, resolve_classes, sampler_name,
                             samples_dirs, shard)
+from kface.sampling import check_inference_steps, manifest_entries
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -49,6 +52,7 @@ def parse_args(argv=None):
                    help="Autocast precision. Default: what `accelerate launch`/`accelerate config` says.")
     p.add_argument("--output_format", choices=["png", "dataset"], default="png",
                    help="dataset: also write <samples>/dataset, an HF Dataset (image, label, seed).")
+    add_overwrite_arg(p)  # a rerun with the same settings resumes; --overwrite replaces instead
     return p.parse_args(argv)
 
 
@@ -64,9 +68,7 @@ def check_args(args) -> None:
         raise KfaceError(f"--num_inference_steps {args.num_inference_steps}: must be a positive integer")
     if args.seed < 0:
         raise KfaceError(f"--seed {args.seed}: must be >= 0 (it names the files)")
-    bad = [w for w in args.guidance_scale if not w >= 0]  # also catches nan
-    if bad:
-        raise KfaceError(f"--guidance_scale {bad[0]}: must be >= 0 (0: unconditional, 1: conditional, >1: guided)")
+    check_guidance(args.guidance_scale, "--guidance_scale")
     args.scheduler = sampler_name(args.scheduler)
 
 
@@ -75,6 +77,7 @@ def setup_pipeline(args, accelerator):
     pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     if args.num_inference_steps is None:
         args.num_inference_steps = pipe.scheduler.config.num_train_timesteps if args.scheduler == "ddpm" else 50
+    check_inference_steps(pipe.scheduler, args.num_inference_steps)
     pipe.to(accelerator.device)
     return pipe, {"pipeline_revision": revision, "pipeline_sha256": sha256}
 
@@ -94,6 +97,8 @@ def sample_folder(args, accelerator, pipe, settings: dict, out, class_ids, folde
     """Fill one samples folder: check it, plan the missing images, shard, generate, finish (main process)."""
     names = pipe.class_names
     manifest = build_manifest(settings, names, folders, class_ids, args.seed, args.num_per_class, complete=False)
+    if args.overwrite:  # kface.outputs' policy: what the folder holds is replaced instead of resumed
+        keep_or_replace(out, manifest_entries(out), overwrite=True)
     previous = check_manifest(out, settings)  # on every process, so that all of them stop on a mismatch
     check_writable_dir(out, "--output_dir")
     if accelerator.is_main_process:

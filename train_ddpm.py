@@ -24,9 +24,10 @@ from diffusers import DDPMScheduler
 from diffusers.optimization import SchedulerType, get_scheduler
 from tqdm.auto import tqdm
 
-from kface.args import add_data_args, add_hub_args, add_training_args, non_negative_int, positive_int
-from kface.checkpointing import latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
-from kface.data import class_names, load_image_dataset
+from kface.args import (add_data_args, add_hub_args, add_training_args, check_guidance, non_negative_int,
+                        positive_int, recordable_args)
+from kface.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
+from kface.data import class_names, load_image_dataset, require_splits
 from kface.diffusion_training import (create_ema, denoising_loss, drop_labels, ema_weights, log_images,
                                       sample_class_grid, save_class_grid, save_pipeline, step_draws,
                                       write_model_card)
@@ -35,7 +36,9 @@ from kface.errors import KfaceError, run_cli
 from kface.hub import push_folder, require_repo_id
 from kface.io import atomic_write_json, check_writable_dir
 from kface.memory_data import in_memory_loaders
+from kface.outputs import keep_or_resume_training
 from kface.pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, make_scheduler
+from kface.sampling import check_inference_steps
 from kface.train_monitor import TrainingMonitor
 from kface.training import build_accelerator, checkpoint_due, image_loaders, resume_batches
 from kface.unet import PRESET_NAMES, build_unet, num_parameters, read_model_config
@@ -83,6 +86,7 @@ def check_args(args) -> None:
         raise KfaceError("--output_dir is required: where the pipeline, checkpoints and samples are written")
     if not 0 <= args.cond_drop_prob < 1:
         raise KfaceError(f"--cond_drop_prob {args.cond_drop_prob}: must be in [0, 1); 0.1 is the usual choice")
+    check_guidance([args.validation_guidance], "--validation_guidance")
     require_repo_id(args.push_to_hub, args.hub_model_id, "--hub_model_id")
 
 
@@ -91,6 +95,8 @@ def build_model(args, names: list[str], resolution: int):
     unet = build_unet(resolution, names, preset=args.preset, overrides=overrides)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.beta_schedule,
                                     prediction_type=args.prediction_type)
+    check_inference_steps(make_scheduler(args.validation_scheduler, noise_scheduler.config),
+                          args.validation_inference_steps, "--validation_inference_steps")  # before any step
     return unet, noise_scheduler
 
 
@@ -111,8 +117,8 @@ def make_loader(args, train_ds, resolution: int, num_processes: int):
 def run_config(args, resolution: int, names: list[str], unet) -> dict:
     """What training_config.json and the model card record: every flag plus what was resolved from them."""
     keys = ("cond_drop_prob", "prediction_type", "beta_schedule", "ddpm_num_steps", "use_ema", "validation_guidance")
-    return {"args": vars(args), "resolution": resolution, "class_names": names, "num_parameters": num_parameters(unet),
-            "unet": dict(unet.config), **{k: getattr(args, k) for k in keys}}
+    return {"args": recordable_args(args), "resolution": resolution, "class_names": names,
+            "num_parameters": num_parameters(unet), "unet": dict(unet.config), **{k: getattr(args, k) for k in keys}}
 
 
 def build_optimisation(args, unet, steps_per_epoch: int):
@@ -237,14 +243,13 @@ def main(args) -> None:
     check_args(args)
     out = check_writable_dir(args.output_dir, "--output_dir")
     resume = resolve_resume(out, args.resume_from_checkpoint)
-    if resume is None and latest_checkpoint(out) is not None:
-        raise KfaceError(f"--output_dir {out} already holds {latest_checkpoint(out).name}; pass "
-                         "--resume_from_checkpoint latest to continue it, or choose a new --output_dir")
     accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
                                     args.report_to)
+    keep_or_resume_training(out, ["model_index.json"], resume, args.overwrite)  # the pipeline, or a checkpoint
     if args.cond_drop_prob == 0 and args.validation_guidance != 1.0:
         logger.warning("--cond_drop_prob 0 trains no null class: guidance != 1 samples from an untrained one")
     ds = load_image_dataset(args.dataset, args.resolution)
+    require_splits(ds, ["train"], "--dataset", args.dataset)
     names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
     unet, noise_scheduler = build_model(args, names, resolution)
     loader, steps_per_epoch = make_loader(args, ds["train"], resolution, accelerator.num_processes)
@@ -261,8 +266,7 @@ def main(args) -> None:
     config = run_config(args, resolution, names, accelerator.unwrap_model(unet))
     if accelerator.is_main_process:
         atomic_write_json(out / "training_config.json", config)
-    accelerator.init_trackers("kface-ddpm", config={k: v for k, v in vars(args).items()
-                                                    if isinstance(v, (int, float, str, bool))})
+    accelerator.init_trackers("kface-ddpm", config=recordable_args(args, scalars_only=True))
     logger.info("%d classes at %d px, %.2fM parameters; %d train images; %d steps planned, stopping at %d%s",
                 len(names), resolution, config["num_parameters"] / 1e6, len(ds["train"]), total,
                 min(total, args.max_train_steps or total), f"; resuming at step {start}" if resume else "",

@@ -26,14 +26,16 @@ from accelerate.logging import get_logger
 from timm.utils import distribute_bn
 from tqdm.auto import tqdm
 
-from kface.args import add_data_args, add_hub_args, add_training_args, fraction, non_negative_int
-from kface.checkpointing import latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
-from kface.data import class_names, load_image_dataset
+from kface.args import (add_data_args, add_hub_args, add_training_args, below_one, fraction, non_negative_float,
+                        non_negative_int, recordable_args, unit_interval)
+from kface.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
+from kface.data import class_names, load_image_dataset, require_classes, require_splits
 from kface.distributed import check_replicas
 from kface.errors import KfaceError, run_cli
 from kface.hub import push_folder, require_repo_id
 from kface.io import atomic_write_json, atomic_write_text, check_writable_dir
 from kface.memory_data import in_memory_loaders
+from kface.outputs import keep_or_replace, keep_or_resume_training
 from kface.metrics import classification_metrics
 from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, predict_logits,
                           require_online, save_oracle, use_small_stem, warmup_param_groups, write_model_card)
@@ -43,6 +45,8 @@ from kface.training import (BestWeights, build_accelerator, checkpoint_due, imag
                             resume_batches, split_validation)
 
 logger = get_logger(__name__)
+# what a finished run leaves in --output_dir (with its checkpoints): kept unless resumed or --overwrite
+ORACLE_RESULTS = ("model.safetensors", "metrics.json")
 
 
 def parse_args(argv=None):
@@ -58,10 +62,11 @@ def parse_args(argv=None):
     g.add_argument("--small_input_stem", choices=["auto", "on", "off"], default="auto",
                    help="3x3 stride-1 first conv, no max-pool; auto: on for resolution <= 64.")
     g.add_argument("--warmup_epochs", type=non_negative_int, default=2, help="Frozen-backbone epochs first.")
-    g.add_argument("--label_smoothing", type=float, default=0.1)
-    g.add_argument("--translate", type=float, default=0.1, help="Random translation, fraction of the size.")
-    g.add_argument("--scale", type=float, default=0.1, help="Random scale in [1-s, 1+s].")
-    g.add_argument("--color_jitter", type=float, default=0.2, help="Brightness/contrast/saturation jitter.")
+    g.add_argument("--label_smoothing", type=unit_interval, default=0.1)
+    g.add_argument("--translate", type=unit_interval, default=0.1, help="Random translation, fraction of the size.")
+    g.add_argument("--scale", type=below_one, default=0.1, help="Random scale in [1-s, 1+s].")
+    g.add_argument("--color_jitter", type=non_negative_float, default=0.2,
+                   help="Brightness/contrast/saturation jitter.")
     g.add_argument("--robust_augment", action="store_true", help="Nuisance augmentations (noise, colour cast, "
                    "blur, greyscale, border shift, JPEG) so the oracle judges identity, not low-level shift.")
     g.add_argument("--robust_augment_p", type=fraction, default=0.3, help="Probability of each of them.")
@@ -197,13 +202,13 @@ def report(accelerator, model, loader, names, out: Path, dataset: str, split: st
 def train(args, model_name: str, out: Path) -> dict:
     check_writable_dir(out, "--output_dir")
     resume = resolve_resume(out, args.resume_from_checkpoint)
-    if resume is None and latest_checkpoint(out) is not None and not args.resume_from_checkpoint:
-        raise KfaceError(f"--output_dir {out} already holds {latest_checkpoint(out).name}; pass "
-                         "--resume_from_checkpoint latest to continue it, or choose a new --output_dir")
     accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
                                     args.report_to)
+    keep_or_resume_training(out, ORACLE_RESULTS, resume, args.overwrite)
     ds = load_image_dataset(args.dataset, args.resolution)
+    require_splits(ds, ["train", "test"], "--dataset", args.dataset)
     names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
+    require_classes(names, "--dataset", args.dataset)
     train_ds, val_ds = split_validation(ds["train"], args.val_fraction, args.seed)
     small = use_small_stem(args.small_input_stem, resolution)
     model = create_classifier(model_name, len(names), small, args.pretrained, args.resume_weights)
@@ -218,8 +223,7 @@ def train(args, model_name: str, out: Path) -> dict:
     accelerator.register_for_checkpointing(scheduler, best)
     state = load_checkpoint(accelerator, resume) if resume else {"step": 0}
     start = state["step"]
-    accelerator.init_trackers("kface-oracle", config={k: v for k, v in vars(args).items()
-                                                      if isinstance(v, (int, float, str, bool))})
+    accelerator.init_trackers("kface-oracle", config=recordable_args(args, scalars_only=True))
     logger.info("%s: %d classes at %d px, small stem %s; %d train / %s val / %d test images; %d steps (%d frozen)%s",
                 model_name, len(names), resolution, small, len(train_ds), len(val_ds) if val_ds else 0,
                 len(ds["test"]), total, steps_per_epoch * args.warmup_epochs,
@@ -234,8 +238,8 @@ def train(args, model_name: str, out: Path) -> dict:
     summary.update(check_replicas(accelerator, final.model))  # a collective: every process reaches it
     if accelerator.is_main_process:
         save_oracle(final, out)
-        atomic_write_json(out / "train_summary.json", {**summary, "best_epoch": best.epoch, "args": vars(args),
-                                                        "best_validation": best.score})
+        atomic_write_json(out / "train_summary.json", {**summary, "best_epoch": best.epoch,
+                                                        "args": recordable_args(args), "best_validation": best.score})
     metrics = report(accelerator, oracle, loaders["test"], names, out, str(args.dataset), "test", final.config)
     accelerator.end_training()
     return metrics
@@ -243,12 +247,15 @@ def train(args, model_name: str, out: Path) -> dict:
 
 def evaluate_only(args) -> None:
     out = check_writable_dir(args.output_dir, "--output_dir")
+    # e.g. the oracle's own folder, whose test metrics.json this would replace (atomically, at the end)
+    keep_or_replace(out, ["metrics.json"], args.overwrite, remove=False)
     accelerator = build_accelerator(out, args.seed, args.mixed_precision, report_to="none")
     oracle = load_oracle(args.oracle)
     ds = load_image_dataset(args.dataset, args.resolution or oracle.resolution)
     if args.split not in ds:
         raise KfaceError(f"--split {args.split}: {args.dataset} has splits {list(ds)}")
     names = class_names(ds)
+    require_classes(names, "--dataset", args.dataset)
     if names != oracle.class_names:
         raise KfaceError(f"--oracle {args.oracle} knows classes {oracle.class_names[:5]}... ({len(oracle.class_names)})"
                          f" but --dataset has {names[:5]}... ({len(names)}); evaluate on a dataset of the same ids")

@@ -1,14 +1,59 @@
-"""Argument groups shared by the scripts, so that every script spells a flag the same way."""
+"""Argument groups shared by the scripts, so that every script spells a flag the same way, and the one place
+that decides which of the arguments a run may record (configs, summaries, model cards, trackers)."""
 
 import argparse
+import math
+import re
+from pathlib import Path
+
+from .errors import KfaceError
 
 
 def add_hub_args(parser: argparse.ArgumentParser, kind: str = "model") -> None:
     g = parser.add_argument_group("Hugging Face Hub")
     g.add_argument("--push_to_hub", action="store_true", help=f"Push the {kind} to the Hub when done.")
     g.add_argument(f"--hub_{kind}_id", default=None, help=f"Hub repo id for the {kind} (user/name).")
-    g.add_argument("--hub_token", default=None, help="Hub token; defaults to the cached login.")
+    g.add_argument("--hub_token", default=None,
+                   help="Deprecated: prefer the HF_TOKEN variable or `huggingface-cli login` (used when this is not "
+                        "given); a token on the command line shows in the process list. Never written anywhere.")
     g.add_argument("--hub_private", action="store_true", help="Create the repo as private.")
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``, the one way besides resuming to run into a folder that holds a result (kface.outputs)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace the result an existing --output_dir holds (by default it is kept and the run "
+                             "refuses to start, unless it resumes that result).")
+
+
+# Argument names and values that must never be recorded: a Hub token (user access tokens start with hf_)
+# passed as --hub_token, inside another value (a URL, a path) or under any flag whose name says it is secret.
+SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key|credential", re.IGNORECASE)
+SECRET_VALUE = re.compile(r"hf_[A-Za-z0-9]{6,}")
+REDACTED = "<redacted>"
+
+
+def redact(value):
+    """``value`` with every token-like substring replaced, recursively through lists, tuples and dicts."""
+    if isinstance(value, str):
+        return SECRET_VALUE.sub(REDACTED, value)
+    if isinstance(value, Path):
+        return redact(str(value))
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items() if not SECRET_NAME.search(str(k))}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def recordable_args(args, scalars_only: bool = False) -> dict:
+    """What of the parsed ``args`` a run may write down (training_config.json, train_summary.json, model cards,
+    metrics.json's config) or hand to a tracker: secret-named arguments dropped, token-like values redacted,
+    paths as strings. ``scalars_only``: only int/float/str/bool values (TensorBoard hparams take nothing else)."""
+    recorded = redact(dict(vars(args)))
+    if scalars_only:
+        return {k: v for k, v in recorded.items() if isinstance(v, (int, float, str, bool))}
+    return recorded
 
 
 def positive_int(text: str) -> int:
@@ -30,6 +75,41 @@ def fraction(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (inclusive), got {text}")
+    return value
+
+
+def below_one(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def check_guidance(values: list[float], flag: str) -> None:
+    """Classifier-free guidance weights: inf or nan would turn every sample into nan."""
+    for w in values:
+        if not 0.0 <= w < math.inf:
+            raise KfaceError(f"{flag} {w}: must be >= 0 and finite (0: unconditional, 1: conditional, >1: guided)")
 
 
 def checkpointing_every(text: str) -> str:
@@ -61,7 +141,8 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: int = 30, batch_s
     """Optimisation, precision, logging and checkpointing flags, spelled the same in every training script."""
     g = parser.add_argument_group("training")
     g.add_argument("--output_dir", required=False, default=None, help="Where the run writes everything.")
-    g.add_argument("--seed", type=int, default=0, help="Seed for weights init, data order and augmentation.")
+    g.add_argument("--seed", type=non_negative_int, default=0,
+                   help="Seed for weights init, data order and augmentation.")
     g.add_argument("--epochs", type=positive_int, default=epochs, help="Training epochs.")
     g.add_argument("--max_train_steps", type=positive_int, default=None,
                    help="Stop after this many optimiser steps (the schedule is still planned over --epochs); "
@@ -69,9 +150,10 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: int = 30, batch_s
     g.add_argument("--train_batch_size", type=positive_int, default=batch_size, help="Batch size per device.")
     g.add_argument("--eval_batch_size", type=positive_int, default=256, help="Batch size per device for evaluation.")
     g.add_argument("--gradient_accumulation_steps", type=positive_int, default=1)
-    g.add_argument("--learning_rate", type=float, default=learning_rate, help="Peak AdamW learning rate.")
+    g.add_argument("--learning_rate", type=positive_float, default=learning_rate, help="Peak AdamW learning rate.")
     g.add_argument("--lr_warmup_steps", type=non_negative_int, default=0, help="Linear learning-rate warm-up steps.")
-    g.add_argument("--adam_weight_decay", type=float, default=weight_decay, help="AdamW decoupled weight decay.")
+    g.add_argument("--adam_weight_decay", type=non_negative_float, default=weight_decay,
+                   help="AdamW decoupled weight decay.")
     g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
                    help="Default: what `accelerate launch`/`accelerate config` says.")
     g.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "all", "none"],
@@ -84,3 +166,4 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: int = 30, batch_s
                    help="Keep only the newest N checkpoints.")
     g.add_argument("--resume_from_checkpoint", default=None,
                    help="'latest' or a checkpoint-<step> folder in --output_dir.")
+    add_overwrite_arg(g)

@@ -38,7 +38,13 @@ def load_image_dataset(path_or_id: str, resolution: int | None = None, flag: str
             else:
                 hint = "; run preprocess.py first to make one"
             raise KfaceError(f"{flag} {path} is not a saved DatasetDict (no dataset_dict.json){hint}")
-        ds = load_from_disk(str(path))
+        try:
+            ds = load_from_disk(str(path))
+        except IndexError:  # datasets cannot read back a split saved without rows (no data files)
+            if not (empty := empty_saved_splits(path)):
+                raise
+            raise KfaceError(f"{flag} {path}: the '{empty[0]}' split is empty; give a dataset with images in it") \
+                from None
     else:
         if "/" not in str(path_or_id) or str(path_or_id).startswith((".", "/")):
             raise KfaceError(f"{flag} {path_or_id} does not exist; give a folder from preprocess.py or a Hub id")
@@ -79,3 +85,36 @@ def check_columns(ds, flag: str, name: str) -> None:
 def class_names(ds) -> list[str]:
     split = "train" if "train" in ds else next(iter(ds))
     return list(ds[split].features["label"].names)
+
+
+def require_splits(ds, splits, flag: str = "--dataset", name: str = "") -> None:
+    """Fail before any work unless ``ds`` has each of ``splits``, none of them empty."""
+    missing = [s for s in splits if s not in ds]
+    if missing:
+        raise KfaceError(
+            f"{flag} {name}: no {' or '.join(repr(s) for s in missing)} split (has {list(ds)}); kface needs "
+            f"{' and '.join(repr(s) for s in splits)}: rename them (e.g. DatasetDict(train=ds['train'], "
+            "test=ds['validation']).save_to_disk(...)) or let preprocess.py --dataset_name make a stratified split"
+        )
+    empty = [s for s in splits if len(ds[s]) == 0]
+    if empty:
+        raise KfaceError(f"{flag} {name}: the '{empty[0]}' split is empty; give a dataset with images in it")
+
+
+def require_classes(names: list[str], flag: str = "--dataset", name: str = "", minimum: int = 2) -> None:
+    """An oracle over one class is right by construction (accuracy 1, RCA 1): refuse it instead."""
+    if len(names) < minimum:
+        raise KfaceError(f"{flag} {name} has {len(names)} class(es) {names}: an identity oracle needs at least "
+                         f"{minimum} (with one, every accuracy and RCA is 1.0 by construction); give a dataset of "
+                         f"{minimum} or more identities")
+
+
+def empty_saved_splits(path) -> list[str]:
+    """Splits of a ``save_to_disk`` folder that hold no data files (saved with zero rows)."""
+    import json
+
+    try:
+        splits = json.loads((Path(path) / "dataset_dict.json").read_text())["splits"]
+        return [s for s in splits if not json.loads((Path(path) / s / "state.json").read_text())["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []

@@ -25,6 +25,6 @@ def push_folder(folder, repo_id: str, token: str | None = None, private: bool = 
     except Exception as err:
         raise KfaceError(
             f"pushing {folder} to the Hub repo {repo_id} failed ({type(err).__name__}: {err}); "
-            "check your login (huggingface-cli login / --hub_token), the network and HF_HUB_OFFLINE"
+            "check your login (HF_TOKEN or huggingface-cli login), the network and HF_HUB_OFFLINE"
         ) from None
     return str(getattr(info, "commit_url", info))

@@ -6,6 +6,7 @@ A samples folder holds ``samples.json`` and one sub-folder per class, ``<folder>
 on the batch size, on how the work is split between processes, or on where an interrupted run resumed.
 """
 
+import glob
 import hashlib
 import json
 import logging
@@ -22,7 +23,8 @@ from . import __version__
 from . import names as names_mod
 from .errors import KfaceError
 from .io import atomic_path, atomic_write_json, publish_dir, staging_dir
-from .pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, image_generators, make_scheduler
+from .outputs import refusal
+from .pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, image_generators
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,17 @@ def sampler_name(name: str) -> str:
     if name not in SCHEDULERS:
         raise KfaceError(f"--scheduler {name}: unknown; use one of {SAMPLER_NAMES}")
     return name
+
+
+def check_inference_steps(scheduler, num_inference_steps: int, flag: str = "--num_inference_steps") -> None:
+    """Let the sampler judge ``num_inference_steps`` before anything is written: DDPM and DDIM refuse more
+    steps than the training T, which diffusers would only say at the first denoising call."""
+    try:
+        scheduler.set_timesteps(num_inference_steps)
+    except ValueError:
+        raise KfaceError(f"{flag} {num_inference_steps}: the {type(scheduler).__name__} sampler takes at most the "
+                         f"model's training T = {scheduler.config.num_train_timesteps} steps; pass "
+                         f"{flag} {scheduler.config.num_train_timesteps} or fewer") from None
 
 
 def pipeline_sha256(folder) -> str:
@@ -146,10 +159,23 @@ def check_manifest(out: Path, settings: dict) -> dict:
         return {}
     old = json.loads(path.read_text())
     diff = [f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in SETTINGS_KEYS if old.get(k) != settings[k]]
-    if diff:
-        raise KfaceError(f"--output_dir {out} holds samples made with other settings ({'; '.join(diff)}); "
-                         "mixing them would corrupt the set: use a new --output_dir or the same settings")
+    if diff:  # mixing them would corrupt the set
+        raise refusal(out, f"samples made with other settings ({'; '.join(diff)})",
+                      "rerun with those settings to resume it")
     return old
+
+
+def manifest_entries(out: Path) -> list[str]:
+    """Glob patterns of what a samples folder's manifest says it made (the manifest, grids, dataset and the
+    class folders it lists): what ``--overwrite`` replaces. Only plain child names: a damaged or hostile
+    manifest (``..``, ``a/b``) can never make it delete outside ``out``."""
+    try:
+        listed = [c.get("folder") for c in json.loads((out / MANIFEST).read_text()).get("classes", [])]
+    except (OSError, ValueError, AttributeError):
+        listed = []
+    safe = [f for f in listed if isinstance(f, str) and f not in ("", ".", "..") and Path(f).name == f
+            and "\\" not in f]
+    return [glob.escape(name) for name in [MANIFEST, GRIDS, DATASET, *safe]]
 
 
 def remove_partial_files(out: Path) -> int:

@@ -79,7 +79,20 @@ def build_unet(resolution: int, class_names: list[str], preset: str = "paper", o
         unet = UNet2DModel(**config)
     except (TypeError, ValueError) as err:
         raise KfaceError(f"--model_config / --preset {preset}: UNet2DModel rejected the config ({err})") from None
+    check_resolution(resolution, len(unet.config.down_block_types), preset)
     return unet
+
+
+def check_resolution(resolution: int, num_down_blocks: int, preset: str) -> None:
+    """UNet2DModel halves the image in every down block but the last, and its skip connections need the sizes
+    to come back exactly: the resolution must be a multiple of 2 ** (blocks - 1), or the first step fails."""
+    factor = 2 ** (num_down_blocks - 1)
+    if resolution % factor:
+        lower, upper = resolution // factor * factor, (resolution // factor + 1) * factor
+        raise KfaceError(f"--resolution {resolution}: the UNet (--preset {preset} / --model_config) halves the image "
+                         f"{num_down_blocks - 1} times, so the resolution must be a multiple of {factor}; use "
+                         f"{' or '.join(str(r) for r in (lower, upper) if r > 0)}, or a --model_config with fewer "
+                         "down blocks")
 
 
 def num_parameters(module) -> int:

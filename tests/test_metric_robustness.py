@@ -9,7 +9,6 @@ import pytest
 import scipy.linalg
 import torch
 
-from kface import features
 from kface.features import frechet_distance, frechet_distance_features, per_class_frechet
 from kface.rca import bootstrap_rca, relative_classification_accuracy
 from kface.report import table4

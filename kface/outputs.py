@@ -1,0 +1,105 @@
+"""The output-folder policy of every script: an existing result is kept unless the run resumes it or the user
+passes ``--overwrite``.
+
+Each script names what counts as a finished result in its output folder (a ``metrics.json``, a complete
+``checkpoint-*/``, a pipeline's ``model_index.json``) and calls :func:`keep_or_replace` before it writes
+anything. Resuming is each script's own business (train_*.py: ``--resume_from_checkpoint``; sample.py and
+preprocess.py: rerun the same command): the script says whether this run resumes, and how one would.
+"""
+
+import logging
+import shutil
+from pathlib import Path
+
+from .errors import KfaceError
+
+logger = logging.getLogger(__name__)
+
+
+def existing_results(output_dir, patterns) -> list[Path]:
+    """The top-level entries of ``output_dir`` that match one of the glob ``patterns`` (in pattern order).
+
+    A pattern may reach into a sub-folder (``checkpoint-*/kface_state.json``: complete checkpoints only); the
+    entry reported is the top-level one (``checkpoint-3``).
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for pattern in patterns:
+        tops = {output_dir / p.relative_to(output_dir).parts[0] for p in output_dir.glob(pattern)}
+        found += [top for top in sorted(tops, key=_natural) if top not in found]
+    return found
+
+
+def _natural(path: Path):
+    # checkpoint-10 after checkpoint-9
+    stem, _, number = path.name.partition("-")
+    return (stem, int(number) if number.isdigit() else -1, path.name)
+
+
+def refusal(output_dir, holds: str, resume_hint: str | None = None, flag: str = "--output_dir") -> KfaceError:
+    """The one-line error of the policy: what is there, and the ways out (resume, --overwrite, another folder)."""
+    ways = ([resume_hint] if resume_hint else []) + ["pass --overwrite to replace it", f"choose another {flag}"]
+    return KfaceError(f"{flag} {output_dir} already holds {holds}; {', '.join(ways[:-1])}, or {ways[-1]}")
+
+
+def keep_or_replace(output_dir, patterns, overwrite: bool, resumes: bool = False, resume_hint: str | None = None,
+                    flag: str = "--output_dir", remove: bool = True, holds: str | None = None) -> list[Path]:
+    """Apply the policy to ``output_dir`` before a run writes there; returns the results that will be replaced.
+
+    Nothing found, or a run that ``resumes`` them: nothing to do. Found and not ``overwrite``: a
+    :func:`refusal` naming them, or saying ``holds`` (``resume_hint``: how this run would resume them, when it
+    could). Found and
+    ``overwrite``: with ``remove``, they are deleted now (main process; every process waits), so that an
+    interrupted replacement never leaves the old completion markers beside the new run's files (a rerun then
+    sees an unfinished run, not a finished one). Scripts that build their result elsewhere and swap it in at
+    the end (preprocess.py's staging folder) pass ``remove=False``.
+    """
+    found = [] if resumes else existing_results(output_dir, patterns)
+    if found and not overwrite:
+        names = [p.name for p in found]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise refusal(output_dir, holds or shown, resume_hint, flag)
+    if overwrite and remove:  # on every process, found or not: the barriers inside must match
+        remove_results(found)
+    return found
+
+
+def remove_results(paths: list[Path]) -> None:
+    """Delete files and folders on the main process, then let every process go on together.
+
+    Call it on every process, after the script's ``Accelerator`` exists: a first ``PartialState()`` would
+    settle the process group by itself, and on CPUs it does not read ``ACCELERATE_USE_CPU`` (every process
+    would then think it is the only one). The first barrier makes sure that every process has looked at the
+    folder before anything in it is deleted (so that all of them decided alike)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        for path in paths:
+            logger.warning("--overwrite: removing %s", path)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    state.wait_for_everyone()
+
+
+# complete checkpoints only (a checkpoint-<step>.incomplete/ killed mid-save is no result)
+CHECKPOINTS = "checkpoint-*[0-9]/kface_state.json"
+
+
+def keep_or_resume_training(output_dir, results, resume, overwrite: bool) -> list[Path]:
+    """The policy for train_oracle.py and train_ddpm.py: ``results`` (and complete checkpoints) are kept unless
+    ``resume`` (the resolved ``--resume_from_checkpoint``) continues them or ``overwrite`` starts over; starting
+    over deletes the old checkpoints too, which a later ``--resume_from_checkpoint latest`` would otherwise pick."""
+    from .checkpointing import latest_checkpoint
+
+    if resume is not None and overwrite:
+        raise KfaceError(f"--overwrite and --resume_from_checkpoint {resume.name}: pass one; --overwrite starts over, "
+                         "--resume_from_checkpoint continues the run in --output_dir")
+    hint = "pass --resume_from_checkpoint latest to continue it" if latest_checkpoint(output_dir) else None
+    return keep_or_replace(output_dir, [CHECKPOINTS, *results], overwrite, resumes=resume is not None,
+                           resume_hint=hint)
