@@ -223,7 +223,8 @@ def finish(args, accelerator, unet, ema, noise_scheduler, names, out: Path, conf
     # so that a longer run can resume here. Decided from the step counter, the same on every process: a look
     # for the folder raced with the main process's rename, and a process that saw none waited alone (a hang)
     if not checkpoint_due(step, per_epoch, args.checkpointing_steps, step % per_epoch == 0):
-        save_checkpoint(accelerator, out, step, total_limit=args.checkpoints_total_limit)
+        save_checkpoint(accelerator, out, step, state={"skipped_steps": summary["skipped_steps"]},
+                        total_limit=args.checkpoints_total_limit)
     summary.update(check_replicas(accelerator, accelerator.unwrap_model(unet), ema))  # a collective
     if not accelerator.is_main_process:
         return
