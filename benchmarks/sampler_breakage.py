@@ -3,9 +3,11 @@
 A "broken" sample is one whose high-frequency energy (kface.nuisance's hf: the std of x - box3x3(x)) is
 above ``--hf_threshold``: noise fields and saturated colour blotches score far above any real crop (0.066
 on the demo's real test split). The same seeds are used for every setting, so the counts are paired.
+Each row also has the colours of the samples (kface.calibration.colour_stats: channel mean/std, chroma, and
+the share of channel values at 0 or 255), and with ``--dataset`` the same for the real ``--split`` first.
 
     HF_HUB_OFFLINE=1 python benchmarks/sampler_breakage.py --pipeline demo_output/ddpm \\
-        --schedulers dpmsolver ddim --guidance_scale 1 3 --num_images 40
+        --schedulers dpmsolver ddim --guidance_scale 1 3 --num_images 40 --dataset demo_output/data
 """
 
 import argparse
@@ -19,6 +21,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from kface.calibration import colour_stats  # noqa: E402
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -28,7 +32,21 @@ def parse_args():
     p.add_argument("--guidance_scale", type=float, nargs="+", default=[1.0, 3.0])
     p.add_argument("--num_images", type=int, default=40, help="Images per setting, cycling through the classes.")
     p.add_argument("--hf_threshold", type=float, default=0.15)
+    p.add_argument("--precisions", nargs="+", choices=["bf16", "fp32"], default=["bf16", "fp32"])
+    p.add_argument("--dataset", default=None, help="preprocess.py output: print the real --split's colours too.")
+    p.add_argument("--split", default="test")
     return p.parse_args()
+
+
+def real_row(dataset: str, split: str, resolution: int) -> dict:
+    from kface.data import load_image_dataset
+    from kface.nuisance import hf_residual_var, to_float
+
+    ds = load_image_dataset(dataset, resolution)
+    images = np.stack([np.asarray(im.convert("RGB")) for im in ds[split]["image"]]).transpose(0, 3, 1, 2)
+    hf = np.sqrt(hf_residual_var(to_float(images)))
+    return {"scheduler": f"real {split}", "images": len(images), "median_hf": round(float(np.median(hf)), 4),
+            **colour_stats(images)}
 
 
 def main(args):
@@ -37,13 +55,15 @@ def main(args):
     from kface.sampling import load_pipeline
 
     pipe = load_pipeline(args.pipeline)[0]
+    if args.dataset:
+        print(json.dumps(real_row(args.dataset, args.split, pipe.unet.config.sample_size)), flush=True)
     config = pipe.scheduler.config
     n_classes = len(pipe.class_names)
     labels = [i % n_classes for i in range(args.num_images)]
     rows = []
     for name in args.schedulers:
         pipe.scheduler = make_scheduler(name, config)
-        for bf16 in (True, False):
+        for bf16 in (p == "bf16" for p in args.precisions):
             for w in args.guidance_scale:
                 gens = [torch.Generator().manual_seed(i) for i in range(args.num_images)]
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -53,7 +73,7 @@ def main(args):
                 rows.append({"scheduler": name, "steps": args.num_inference_steps,
                              "precision": "bf16" if bf16 else "fp32", "guidance": w,
                              "broken": int((hf > args.hf_threshold).sum()), "images": args.num_images,
-                             "median_hf": round(float(np.median(hf)), 4)})
+                             "median_hf": round(float(np.median(hf)), 4), **colour_stats(images.numpy())})
                 print(json.dumps(rows[-1]), flush=True)
 
 

@@ -1,4 +1,4 @@
-"""Is a DDPM's eps calibrated at the highest noise level? A check of the network, not of the samples.
+"""Is a DDPM calibrated? Its eps at the highest noise level, and the colour of its samples.
 
 At t = T - 1 the noisy image is almost pure noise (alpha_bar_999 = 4e-5 on the linear schedule), so the best
 eps prediction is close to x_t itself: E[eps | x_t] ~ sqrt(1 - alpha_bar) x_t. A network that cannot see the
@@ -10,10 +10,13 @@ it is then off by the error times ~150, and clipping x_0 decides the colours of 
 - ``mean_slope``: least-squares slope of eps's per-channel spatial means on x_T's (ideal ~1);
 - ``norm_ratio``: mean over images of ||eps|| / ||x_T|| (ideal ~1);
 - ``scale_response``: d log||eps|| / d log s when x_T is scaled by s (ideal 1: eps grows with x_T).
+
+``colour_stats`` sets the colours of samples against real crops (mean, std, chroma, saturated share).
 """
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -81,3 +84,22 @@ def mean_response(unet, timestep: int, shift: float = 0.5, num_images: int = 4, 
         shifted[:, c] += shift
         rows.append((unet(shifted, t, class_labels=labels).sample.float().mean((0, 2, 3)) - base) / shift)
     return torch.stack(rows, 1)  # [output channel, input channel]
+
+
+def colour_stats(images: np.ndarray) -> dict:
+    """Colour of uint8 images (NCHW or NHWC with 3 channels), to set samples against real crops.
+
+    ``channel_mean`` / ``channel_std``: per RGB channel over all pixels, in [0, 1]; ``chroma``: mean over pixels
+    of max(R, G, B) - min(R, G, B) (HSV chroma; grey = 0); ``saturated``: share of channel values at 0 or 255
+    (issue 12: 12% for broken DPM-Solver++ samples, 0.6% for real crops).
+    """
+    x = np.asarray(images)
+    if x.shape[-1] == 3 and x.shape[1] != 3:
+        x = x.transpose(0, 3, 1, 2)
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"colour_stats needs uint8 RGB images, got {x.dtype} of shape {x.shape}")
+    f = x.astype(np.float64) / 255.0
+    return {"channel_mean": [round(float(v), 4) for v in f.mean((0, 2, 3))],
+            "channel_std": [round(float(v), 4) for v in f.std((0, 2, 3))],
+            "chroma": round(float((f.max(1) - f.min(1)).mean()), 4),
+            "saturated": round(float(((x == 0) | (x == 255)).mean()), 4)}

@@ -100,3 +100,20 @@ def test_too_few_channels_per_group_is_refused_for_a_new_model_and_warned_at_loa
     with caplog.at_level("WARNING", logger="kface.unet"):
         assert check_group_norms(old_tiny(16), "--pipeline old", strict=False) == 1
     assert "--pipeline old" in caplog.text and "1 per group" in caplog.text
+
+
+def test_colour_stats_by_hand():
+    import numpy as np
+
+    from kface.calibration import colour_stats
+
+    # two pixels: pure red (255, 0, 0) and grey (51, 51, 51); NHWC and NCHW give the same answer
+    img = np.array([[[[255, 0, 0], [51, 51, 51]]]], dtype=np.uint8)  # 1 x 1 x 2 x 3
+    got = colour_stats(img)
+    assert got == colour_stats(img.transpose(0, 3, 1, 2))
+    assert got["chroma"] == pytest.approx((1.0 + 0.0) / 2)
+    assert got["saturated"] == pytest.approx(3 / 6)  # 255, 0, 0 of six values
+    assert got["channel_mean"] == pytest.approx([(1 + 0.2) / 2, 0.1, 0.1], abs=1e-4)
+    assert got["channel_std"][0] == pytest.approx(0.4, abs=1e-4)
+    with pytest.raises(ValueError, match="uint8"):
+        colour_stats(img.astype(np.float32))
