@@ -6,6 +6,7 @@ structural property the fix is for: how much the output's channel means move per
 channel's mean at random init (kface.calibration.mean_response; ~0 when GroupNorm sees one channel per group).
 
     HF_HUB_OFFLINE=1 python benchmarks/groupnorm_presets.py --reps 10
+    HF_HUB_OFFLINE=1 python benchmarks/groupnorm_presets.py --response_table   # tiny and paper, 32/16/8 groups
 """
 
 import argparse
@@ -26,7 +27,28 @@ def parse_args():
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--response_table", action="store_true",
+                   help="Instead: the mean response of tiny and paper-32 at 32, 16 and 8 groups, seeds 0-2.")
     return p.parse_args()
+
+
+def response_table(resolution: int) -> None:
+    from diffusers import UNet2DModel
+
+    from kface.calibration import mean_response
+    from kface.unet import PRESETS, TINY
+
+    for name, base in (("tiny", TINY), ("paper-32", PRESETS[("paper", 32)])):
+        for groups in (32, 16, 8):
+            values = []
+            for seed in range(3):
+                torch.manual_seed(seed)
+                unet = UNet2DModel(sample_size=resolution, in_channels=3, out_channels=3, num_class_embeds=11,
+                                   **{**base, "norm_num_groups": groups}).eval()
+                values.append(round(float(mean_response(unet, 999).norm()), 4))
+            print(json.dumps({"preset": name, "norm_num_groups": groups,
+                              "first_level_channels_per_group": base["block_out_channels"][0] // groups,
+                              "mean_response_norm_seeds_0_1_2": values}), flush=True)
 
 
 def main(args):
@@ -36,6 +58,8 @@ def main(args):
     from kface.unet import TINY, check_group_norms
 
     torch.set_num_threads(args.threads)
+    if args.response_table:
+        return response_table(args.resolution)
     models = {}
     for name, groups in (("old tiny (32 groups)", 32), ("new tiny (8 groups)", TINY["norm_num_groups"])):
         torch.manual_seed(0)

@@ -27,7 +27,9 @@ from kface.calibration import colour_stats  # noqa: E402
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pipeline", required=True, help="train_ddpm.py output folder or Hub id.")
-    p.add_argument("--schedulers", nargs="+", default=["dpmsolver", "ddim"])
+    p.add_argument("--schedulers", nargs="+", default=["dpmsolver", "ddim"],
+                   help="kface.pipeline.SCHEDULERS names, or dpmsolver_thresholding / unipc_thresholding (the "
+                        "settings before issue 12).")
     p.add_argument("--num_inference_steps", type=int, default=20)
     p.add_argument("--guidance_scale", type=float, nargs="+", default=[1.0, 3.0])
     p.add_argument("--num_images", type=int, default=40, help="Images per setting, cycling through the classes.")
@@ -35,34 +37,63 @@ def parse_args():
     p.add_argument("--precisions", nargs="+", choices=["bf16", "fp32"], default=["bf16", "fp32"])
     p.add_argument("--dataset", default=None, help="preprocess.py output: print the real --split's colours too.")
     p.add_argument("--split", default="test")
+    p.add_argument("--grid", default=None,
+                   help="PNG path: a row of real crops (one per class, with --dataset), then a row per setting.")
     return p.parse_args()
 
 
-def real_row(dataset: str, split: str, resolution: int) -> dict:
+# kface.pipeline's settings before issue 12 (diffusers' thresholding): for before/after comparisons only
+LEGACY = {
+    "dpmsolver_thresholding": ("DPMSolverMultistepScheduler", dict(
+        algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0,
+        lower_order_final=True, final_sigmas_type="zero", timestep_spacing="trailing")),
+    "unipc_thresholding": ("UniPCMultistepScheduler", dict(
+        thresholding=True, sample_max_value=1.0, lower_order_final=True, timestep_spacing="trailing")),
+}
+
+
+def scheduler(name: str, config):
+    import diffusers
+
+    from kface.pipeline import make_scheduler
+
+    if name in LEGACY:
+        cls, overrides = LEGACY[name]
+        return getattr(diffusers, cls).from_config(config, **overrides)
+    return make_scheduler(name, config)
+
+
+def one_per_class(images: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.stack([images[np.flatnonzero(labels == c)[0]] for c in range(n_classes)])
+
+
+def real_split(dataset: str, split: str, resolution: int, hf_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     from kface.data import load_image_dataset
     from kface.nuisance import hf_residual_var, to_float
 
     ds = load_image_dataset(dataset, resolution)
     images = np.stack([np.asarray(im.convert("RGB")) for im in ds[split]["image"]]).transpose(0, 3, 1, 2)
     hf = np.sqrt(hf_residual_var(to_float(images)))
-    return {"scheduler": f"real {split}", "images": len(images), "median_hf": round(float(np.median(hf)), 4),
-            **colour_stats(images)}
+    print(json.dumps({"scheduler": f"real {split}", "images": len(images), "median_hf": round(float(np.median(hf)), 4),
+                      "broken": int((hf > hf_threshold).sum()), **colour_stats(images)}), flush=True)
+    return images, np.asarray(ds[split]["label"])
 
 
 def main(args):
     from kface.nuisance import hf_residual_var, to_float
-    from kface.pipeline import make_scheduler
     from kface.sampling import load_pipeline
 
     pipe = load_pipeline(args.pipeline)[0]
-    if args.dataset:
-        print(json.dumps(real_row(args.dataset, args.split, pipe.unet.config.sample_size)), flush=True)
     config = pipe.scheduler.config
     n_classes = len(pipe.class_names)
     labels = [i % n_classes for i in range(args.num_images)]
-    rows = []
+    rows, grid, titles = [], [], []
+    if args.dataset:
+        real, real_labels = real_split(args.dataset, args.split, pipe.unet.config.sample_size, args.hf_threshold)
+        grid.append(one_per_class(real, real_labels, n_classes))
+        titles += [f"real {args.split}"] + [""] * (n_classes - 1)
     for name in args.schedulers:
-        pipe.scheduler = make_scheduler(name, config)
+        pipe.scheduler = scheduler(name, config)
         for bf16 in (p == "bf16" for p in args.precisions):
             for w in args.guidance_scale:
                 gens = [torch.Generator().manual_seed(i) for i in range(args.num_images)]
@@ -75,6 +106,12 @@ def main(args):
                              "broken": int((hf > args.hf_threshold).sum()), "images": args.num_images,
                              "median_hf": round(float(np.median(hf)), 4), **colour_stats(images.numpy())})
                 print(json.dumps(rows[-1]), flush=True)
+                grid.append(images.numpy()[:n_classes])
+                titles += [f"{name}-{args.num_inference_steps} {rows[-1]['precision']} w={w:g}"] + [""] * (n_classes - 1)
+    if args.grid:
+        from kface.plots import save_image_grid
+
+        print("grid:", save_image_grid(np.concatenate(grid), args.grid, ncols=n_classes, titles=titles), flush=True)
 
 
 if __name__ == "__main__":
