@@ -4,7 +4,8 @@ A "broken" sample is one whose high-frequency energy (kface.nuisance's hf: the s
 above ``--hf_threshold``: noise fields and saturated colour blotches score far above any real crop (0.066
 on the demo's real test split). The same seeds are used for every setting, so the counts are paired.
 Each row also has the colours of the samples (kface.calibration.colour_stats: channel mean/std, chroma, and
-the share of channel values at 0 or 255), and with ``--dataset`` the same for the real ``--split`` first.
+the share of channel values at 0 or 255), and with ``--dataset`` the same for the real ``--split`` first;
+the first line is the model's eps calibration at t = T - 1 (kface.calibration).
 
     HF_HUB_OFFLINE=1 python benchmarks/sampler_breakage.py --pipeline demo_output/ddpm \\
         --schedulers dpmsolver ddim --guidance_scale 1 3 --num_images 40 --dataset demo_output/data
@@ -21,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kface.calibration import colour_stats  # noqa: E402
+from kface.calibration import colour_stats, epsilon_calibration  # noqa: E402
 
 
 def parse_args():
@@ -84,6 +85,7 @@ def main(args):
     from kface.sampling import load_pipeline
 
     pipe = load_pipeline(args.pipeline)[0]
+    print(json.dumps({"eps_calibration": epsilon_calibration(pipe.unet, pipe.scheduler)}), flush=True)
     config = pipe.scheduler.config
     n_classes = len(pipe.class_names)
     labels = [i % n_classes for i in range(args.num_images)]
