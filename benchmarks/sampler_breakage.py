@@ -109,7 +109,8 @@ def main(args):
                              "median_hf": round(float(np.median(hf)), 4), **colour_stats(images.numpy())})
                 print(json.dumps(rows[-1]), flush=True)
                 grid.append(images.numpy()[:n_classes])
-                titles += [f"{name}-{args.num_inference_steps} {rows[-1]['precision']} w={w:g}"] + [""] * (n_classes - 1)
+                title = f"{name}-{args.num_inference_steps} {rows[-1]['precision']} w={w:g}"
+                titles += [title] + [""] * (n_classes - 1)
     if args.grid:
         from kface.plots import save_image_grid
 

@@ -17,7 +17,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, ImagePipe
 from diffusers.utils.torch_utils import randn_tensor
 
 from .errors import KfaceError
-from .schedulers import ClippedDPMSolverMultistepScheduler, ClippedEulerDiscreteScheduler, ClippedUniPCMultistepScheduler
+from .schedulers import (ClippedDPMSolverMultistepScheduler, ClippedEulerDiscreteScheduler,
+                         ClippedUniPCMultistepScheduler)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "uint8")
 
