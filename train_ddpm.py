@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from kface.args import (add_data_args, add_hub_args, add_training_args, check_guidance, non_negative_int,
                         positive_int, recordable_args)
+from kface.calibration import epsilon_calibration
 from kface.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
 from kface.data import class_names, load_image_dataset, require_splits
 from kface.diffusion_training import (create_ema, denoising_loss, drop_labels, ema_weights, log_images,
@@ -139,9 +140,14 @@ def validate(args, accelerator, unet, ema, noise_scheduler, names, out: Path, st
                                    args.validation_images_per_class, args.validation_guidance,
                                    args.validation_inference_steps, args.seed, args.eval_batch_size,
                                    autocast=accelerator.autocast())
+        calibration = epsilon_calibration(model, noise_scheduler)  # eps at t = T - 1 should track x_T
     path = save_class_grid(images, names, args.validation_images_per_class, out / "samples" / f"step-{step}.png")
     log_images(accelerator, "samples", images, args.validation_images_per_class, step)
-    logger.info("step %d: samples in %s", step, path)
+    accelerator.log({f"val/eps_{k}": calibration[k] for k in ("mean_slope", "norm_ratio", "scale_response")},
+                    step=step)
+    logger.info("step %d: samples in %s; eps calibration at t = %d (ideal ~%.3f): mean slope %.3f, norm ratio "
+                "%.3f, scale response %.3f", step, path, calibration["timestep"], calibration["ideal"],
+                calibration["mean_slope"], calibration["norm_ratio"], calibration["scale_response"])
     return str(path.relative_to(out))
 
 
@@ -231,6 +237,7 @@ def finish(args, accelerator, unet, ema, noise_scheduler, names, out: Path, conf
     model = accelerator.unwrap_model(unet)
     config.update(summary)
     with ema_weights(ema, model):
+        config["eps_calibration"] = epsilon_calibration(model, noise_scheduler)
         pipe = ClassConditionalDDPMPipeline(model, noise_scheduler, class_names=names)
         save_pipeline(pipe, out)
     atomic_write_json(out / "training_config.json", config)

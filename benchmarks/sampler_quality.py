@@ -5,7 +5,9 @@ images per class with sample.py (in this process, into ``--output_dir/<sampler>-
 benchmark resumes), and is scored by the oracle: accuracy on the samples (the numerator of RCA) and the
 Fréchet distance between oracle penultimate features of the samples and of the real ``--split`` images.
 The answer is the setting with the fewest NFE whose accuracy and Fréchet distance are both within
-``--tolerance`` (5%) of DDPM-1000's.
+``--tolerance`` (5%) of DDPM-1000's. Each row also has the samples' colours (kface.calibration.colour_stats:
+channel mean/std, chroma, share of channel values at 0 or 255) and how many are broken (high-frequency std
+above 0.15, as in benchmarks/sampler_breakage.py); the real split's colours are printed first.
 
     HF_HUB_OFFLINE=1 python benchmarks/sampler_quality.py --pipeline ddpm-32 --oracle oracle-32 \\
         --dataset data --num_per_class 200 --output_dir bench/sampler_quality
@@ -22,7 +24,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DEFAULT_SETTINGS = ["ddpm:1000", "ddim:50", "dpmsolver++:20", "dpmsolver++:10"]
+BROKEN_HF = 0.15  # benchmarks/sampler_breakage.py's --hf_threshold
+DEFAULT_SETTINGS = ["ddpm:1000", "ddpm:250", "ddim:20", "ddim:50", "ddim:250", "dpmsolver++:10", "dpmsolver++:20",
+                    "unipc:20"]
 
 
 def parse_args():
@@ -105,30 +109,42 @@ def score(out: Path, oracle, real_stats, oracle_names: list[str]) -> dict:
     for c in manifest["classes"]:
         images.append(read_images(out, c["folder"], range(c["seeds"][0], c["seeds"][1] + 1)))
         labels += [oracle_names.index(c["name"])] * c["count"]
-    preds, feats = oracle_outputs(oracle, np.concatenate(images))
+    from kface.calibration import colour_stats
+    from kface.nuisance import hf_residual_var, to_float
+
+    images = np.concatenate(images)
+    preds, feats = oracle_outputs(oracle, images)
     fd = fd_function()(*stats(feats), *real_stats)
+    hf = np.sqrt(hf_residual_var(to_float(images.transpose(0, 3, 1, 2))))
     return {"accuracy": float((preds == np.asarray(labels)).mean()), "frechet_distance": float(fd),
-            "images": len(labels), "images_per_second": manifest.get("images_per_second")}
+            "images": len(labels), "images_per_second": manifest.get("images_per_second"),
+            "broken": int((hf > BROKEN_HF).sum()), **colour_stats(images)}
 
 
 def table(rows: list[dict], tolerance: float) -> str:
     ref = rows[0]
     lines = ["| sampler | steps | NFE / image | oracle accuracy | Fréchet distance (oracle features) | "
-             f"within {tolerance:.0%} of {ref['sampler']}-{ref['steps']} | sample img/s |",
-             "|---|---|---|---|---|---|---|"]
+             f"within {tolerance:.0%} of {ref['sampler']}-{ref['steps']} | sample img/s | channel mean | "
+             "channel std | chroma | saturated | broken |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['accuracy']:.4f} | "
                      f"{r['frechet_distance']:.3f} | {'yes' if r['within_tolerance'] else 'no'} | "
-                     f"{r['images_per_second']} |")
+                     f"{r['images_per_second']} | {r['channel_mean']} | {r['channel_std']} | {r['chroma']} | "
+                     f"{r['saturated']:.2%} | {r['broken']} of {r['images']} |")
     return "\n".join(lines)
 
 
 def main(args) -> None:
     from kface.oracle import load_oracle
 
+    from kface.calibration import colour_stats
+
     oracle = load_oracle(args.oracle)
     images, _, _ = real_images(args.dataset, args.split, oracle.resolution)
     real_stats = stats(oracle_outputs(oracle, images)[1])
+    real_colours = colour_stats(images)
+    print(f"real {args.split} ({len(images)} images): {json.dumps(real_colours)}", flush=True)
     guided = args.guidance_scale not in (0.0, 1.0)
     rows = []
     for setting in args.settings:
@@ -140,9 +156,10 @@ def main(args) -> None:
     for r in rows:
         r["within_tolerance"] = (r["accuracy"] >= (1 - args.tolerance) * ref["accuracy"]
                                  and r["frechet_distance"] <= (1 + args.tolerance) * ref["frechet_distance"])
-    best = min((r for r in rows if r["within_tolerance"]), key=lambda r: r["nfe"])
+    best = min((r for r in rows[1:] if r["within_tolerance"]), key=lambda r: r["nfe"], default=rows[0])
     result = {"pipeline": args.pipeline, "oracle": args.oracle, "dataset": args.dataset, "split": args.split,
               "num_per_class": args.num_per_class, "guidance_scale": args.guidance_scale, "real_images": len(images),
+              "real_colours": real_colours,
               "rows": rows, "fewest_nfe_within_tolerance": f"{best['sampler']}-{best['steps']}"}
     (Path(args.output_dir) / "sampler_quality.json").write_text(json.dumps(result, indent=2) + "\n")
     print(table(rows, args.tolerance))

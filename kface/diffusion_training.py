@@ -190,7 +190,7 @@ def write_model_card(output_dir, config: dict, class_names: list[str], dataset: 
         f"classifier-free guidance with label dropout {config['cond_drop_prob']}; "
         f"{config['prediction_type']} prediction, {config['beta_schedule']} schedule, T = {config['ddpm_num_steps']}; "
         f"weights: {'EMA' if config['use_ema'] else 'raw (no EMA)'}.", "",
-        f"Classes: {shown}", "", "## Use", "", "```python",
+        f"Classes: {shown}", "", *_calibration_lines(config.get("eps_calibration")), "## Use", "", "```python",
         "from kface.pipeline import ClassConditionalDDPMPipeline, make_scheduler",
         "pipe = ClassConditionalDDPMPipeline.from_pretrained(\"<this folder or repo id>\")",
         "pipe.scheduler = make_scheduler(\"dpmsolver\", pipe.scheduler.config)",
@@ -202,3 +202,14 @@ def write_model_card(output_dir, config: dict, class_names: list[str], dataset: 
                              json.dumps(config, indent=2, default=str), "```", ""])
     ModelCard(body)  # validates the metadata block
     atomic_write_text(Path(output_dir) / "README.md", body)
+
+
+def _calibration_lines(calibration: dict | None) -> list[str]:
+    """The model card's eps-calibration paragraph (kface.calibration), empty when there is none."""
+    if not calibration:
+        return []
+    return [f"eps calibration at t = {calibration['timestep']} (kface.calibration; ideal ~{calibration['ideal']:.3f} "
+            f"for all three): slope of eps's channel means on x_T's {calibration['mean_slope']:.3f}, "
+            f"||eps|| / ||x_T|| {calibration['norm_ratio']:.3f}, response to scaling x_T "
+            f"{calibration['scale_response']:.3f}. A slope far below 1 means the network cannot see the colour of "
+            "its input, and samples lose it (docs/ddpm.md).", ""]

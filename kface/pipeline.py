@@ -13,11 +13,12 @@ import inspect
 
 import numpy as np
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler,
-                       EulerDiscreteScheduler, ImagePipelineOutput, UniPCMultistepScheduler)
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .errors import KfaceError
+from .schedulers import (ClippedDPMSolverMultistepScheduler, ClippedEulerDiscreteScheduler,
+                         ClippedUniPCMultistepScheduler)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "uint8")
 
@@ -156,18 +157,20 @@ def image_generators(seed: int, class_ids, indices, device="cpu") -> list[torch.
 
 
 # Fast samplers for a DDPM-trained model, with the settings that keep them stable on a T = 1000 model.
-# With the squaredcos_cap_v2 schedule, alpha_bar at t = 999 is ~1e-9, so the x_0 that DPM-Solver and DDIM
-# derive from eps at the first steps is multiplied by ~3e4: an eps error of 1e-3 is enough for pure noise.
-# Clipping x_0 to the data range (thresholding / clip_sample) and a first-order last step fix it.
+# At t = 999 alpha_bar is 4e-5 on the linear schedule (~1e-9 on squaredcos_cap_v2), so the x_0 derived from
+# eps in the first steps is the eps error times ~150 (~3e4): every sampler clips x_0 to the data range, and
+# all clip it the way DDIM does (clip x_0, keep the model's eps): diffusers' `thresholding` instead keeps
+# what the clip removed in the state and broke samples with a large ||x_T|| (kface.schedulers, issue 12).
+# A first-order last step to sigma = 0 keeps the multistep solvers from leaving noise behind.
 SCHEDULERS = {
     "ddpm": (DDPMScheduler, dict(clip_sample=True)),
     "ddim": (DDIMScheduler, dict(clip_sample=True, timestep_spacing="trailing", set_alpha_to_one=True)),
-    "dpmsolver": (DPMSolverMultistepScheduler, dict(
-        algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0,
+    "dpmsolver": (ClippedDPMSolverMultistepScheduler, dict(
+        algorithm_type="dpmsolver++", solver_order=2, thresholding=False,
         lower_order_final=True, final_sigmas_type="zero", timestep_spacing="trailing")),
-    "euler": (EulerDiscreteScheduler, dict(timestep_spacing="trailing")),
-    "unipc": (UniPCMultistepScheduler, dict(
-        thresholding=True, sample_max_value=1.0, lower_order_final=True, timestep_spacing="trailing")),
+    "euler": (ClippedEulerDiscreteScheduler, dict(timestep_spacing="trailing")),
+    "unipc": (ClippedUniPCMultistepScheduler, dict(
+        thresholding=False, lower_order_final=True, timestep_spacing="trailing")),
 }
 
 

@@ -25,6 +25,7 @@ from .errors import KfaceError
 from .io import atomic_path, atomic_write_json, publish_dir, staging_dir
 from .outputs import refusal
 from .pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, image_generators
+from .unet import check_group_norms
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ def load_pipeline(source: str, revision: str | None = None, flag: str = "--pipel
     except (OSError, ValueError) as err:
         raise KfaceError(f"{flag} {source}: not a kface pipeline ({str(err).splitlines()[0]})") from None
     pipe.set_progress_bar_config(disable=True)
+    # a warning, not a refusal: models trained before the presets changed must still load as they were
+    check_group_norms(pipe.unet, what=f"{flag} {source}", strict=False)
     return pipe, commit, pipeline_sha256(path)
 
 

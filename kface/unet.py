@@ -7,28 +7,40 @@ config: diffusers warns about every config key that ``UNet2DModel.__init__`` doe
 """
 
 import json
+import logging
 from pathlib import Path
 
 from .errors import KfaceError
 
+logger = logging.getLogger(__name__)
+
+# GroupNorm removes each group's mean and scale. With one channel per group (diffusers' default of 32 groups
+# on a 32-channel level) that is each channel's own spatial mean: the network cannot see the colour of x_t,
+# and its eps at high noise stops tracking x_T (issue 12: slope 0.022 instead of ~1 on the old `tiny`).
+# Below MIN_CHANNELS_PER_GROUP a new model is refused; below GOOD_CHANNELS_PER_GROUP it gets a warning.
+MIN_CHANNELS_PER_GROUP = 2
+GOOD_CHANNELS_PER_GROUP = 4
+
 # The paper (sec. 4.2): three levels (64, 128, 256) at 32 px, four levels (64, 128, 256, 512) at 64 px,
 # GroupNorm, sinusoidal time embedding, "a U-Net with attention". It does not say where the attention sits;
-# we follow DDPM (Ho et al. 2020), which puts self-attention at the 16x16 feature map.
+# we follow DDPM (Ho et al. 2020), which puts self-attention at the 16x16 feature map. 16 groups: 4, 8, 16
+# (and 32) channels per group, where diffusers' default of 32 gives the 64-channel level 2 (docs/ddpm.md).
 PRESETS = {
     ("paper", 32): dict(
-        block_out_channels=(64, 128, 256), layers_per_block=2,
+        block_out_channels=(64, 128, 256), layers_per_block=2, norm_num_groups=16,
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
     ),
     ("paper", 64): dict(
-        block_out_channels=(64, 128, 256, 512), layers_per_block=2,
+        block_out_channels=(64, 128, 256, 512), layers_per_block=2, norm_num_groups=16,
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
     ),
 }
-# A model that trains at a useful speed on a laptop CPU, for the demo and the smoke tests.
+# A model that trains at a useful speed on a laptop CPU, for the demo and the smoke tests. 8 groups: 4, 8 and 8
+# channels per group (with diffusers' default of 32 the first level had 1, and the model was colour-blind).
 TINY = dict(
-    block_out_channels=(32, 64, 64), layers_per_block=1,
+    block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
     down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
     up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
 )
@@ -80,6 +92,7 @@ def build_unet(resolution: int, class_names: list[str], preset: str = "paper", o
     except (TypeError, ValueError) as err:
         raise KfaceError(f"--model_config / --preset {preset}: UNet2DModel rejected the config ({err})") from None
     check_resolution(resolution, len(unet.config.down_block_types), preset)
+    check_group_norms(unet, what=f"--preset {preset}" + (" with --model_config" if overrides else ""), strict=True)
     return unet
 
 
@@ -93,6 +106,38 @@ def check_resolution(resolution: int, num_down_blocks: int, preset: str) -> None
                          f"{num_down_blocks - 1} times, so the resolution must be a multiple of {factor}; use "
                          f"{' or '.join(str(r) for r in (lower, upper) if r > 0)}, or a --model_config with fewer "
                          "down blocks")
+
+
+def group_norm_widths(module) -> dict[str, tuple[int, int]]:
+    """(channels, groups) of every GroupNorm in ``module``, by module name (resnets, attention, conv_norm_out)."""
+    import torch
+
+    return {name: (m.num_channels, m.num_groups) for name, m in module.named_modules()
+            if isinstance(m, torch.nn.GroupNorm)}
+
+
+def check_group_norms(unet, what: str, strict: bool) -> int:
+    """The fewest channels per group over all of ``unet``'s GroupNorms; refuse or warn when it is too few.
+
+    ``strict`` (a model about to be trained) raises below MIN_CHANNELS_PER_GROUP; otherwise (a saved model
+    being loaded, which must still load as it was trained) it only warns.
+    """
+    widths = group_norm_widths(unet)
+    if not widths:
+        return 0
+    name, (channels, groups) = min(widths.items(), key=lambda kv: kv[1][0] / kv[1][1])
+    fewest = channels // groups
+    if fewest >= GOOD_CHANNELS_PER_GROUP:
+        return fewest
+    fix = (f"set norm_num_groups in --model_config so that every level has >= {GOOD_CHANNELS_PER_GROUP} channels "
+           "per group" if strict else "retrain it with the current presets (docs/ddpm.md)")
+    reason = (f"{what}: GroupNorm {name} has {channels} channels in {groups} groups ({fewest} per group), so it "
+              "removes (almost) each channel's own mean and the network cannot follow the colour of its "
+              f"input; {fix}")
+    if strict and fewest < MIN_CHANNELS_PER_GROUP:
+        raise KfaceError(reason)
+    logger.warning(reason)
+    return fewest
 
 
 def num_parameters(module) -> int:

@@ -60,6 +60,8 @@ def test_train_resume_and_outputs(tiny_dataset, model_config, tmp_path):
     config = json.loads((out / "training_config.json").read_text())
     assert config["trained_steps"] == 5 and config["args"]["cond_drop_prob"] == 0.1
     assert config["class_names"] == ["0000", "0001", "0002", "0003"]
+    assert config["eps_calibration"]["timestep"] == 999
+    assert "eps calibration at t = 999" in (out / "README.md").read_text()
 
     # the saved UNet holds the EMA weights of the last checkpoint, not the raw ones
     pipe = ClassConditionalDDPMPipeline.from_pretrained(out)

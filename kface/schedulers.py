@@ -1,0 +1,80 @@
+"""Fast diffusers samplers that clip x_0 the way DDIM does: clip the x_0 prediction, keep the model's eps.
+
+DDIM with ``clip_sample=True`` (and its default ``use_clipped_model_output=False``) steps to
+x_t = alpha_t clip(x_0) + sigma_t eps_model. diffusers' multistep solvers offer only ``thresholding``, which
+clips x_0 and then uses the eps implied by it, (x_s - alpha_s clip(x_0)) / sigma_s: whatever the clip removed
+stays in the state until the last step. At order 1 that is DDIM with ``use_clipped_model_output=True``, and on
+a model whose eps is wrong at high noise it breaks samples (issue 12: 12% of channel values at 0 or 255). No
+diffusers option does DDIM's kind of clipping for these solvers, so it is written here, as a projection of
+the state before each step: x_s <- alpha_s clip(x_0) + sigma_s eps. The solver then sees a state whose x_0
+is the clipped one and whose eps is the model's; at order 1 this is exactly kface's DDIM. UniPC's corrector
+rebuilds x_s from the previous state, so its output is projected too.
+
+Each class is the diffusers scheduler with a ``step`` that projects first; the config is the parent's.
+"""
+
+import torch
+from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
+
+CLIP_RANGE = 1.0  # kface's data range is [-1, 1]
+
+
+def project_to_clipped_x0(model_output: torch.Tensor, sample: torch.Tensor, alpha: float, sigma: float,
+                          prediction_type: str, frame_scale: float = 1.0):
+    """(sample', model_output', eps): x_0 of (sample', model_output') is clip(x_0), and its eps the model's.
+
+    ``sample`` = frame_scale * x_t with x_t = alpha x_0 + sigma eps; Euler's sample is x_t / alpha
+    (frame_scale = 1 / alpha), the others' frame_scale is 1.
+    """
+    x, out = sample / frame_scale, model_output.to(sample.dtype)
+    if prediction_type == "epsilon":
+        eps = out
+    elif prediction_type == "v_prediction":  # v = alpha eps - sigma x_0 (Salimans & Ho 2022)
+        eps = sigma * x + alpha * out
+    else:
+        raise ValueError(f"prediction_type {prediction_type!r}: clipping x_0 needs epsilon or v_prediction")
+    x_new = clip_x0_keep_eps(x, eps, alpha, sigma)
+    x0 = (x_new - sigma * eps) / alpha
+    new_out = eps if prediction_type == "epsilon" else alpha * eps - sigma * x0
+    return frame_scale * x_new, new_out.to(model_output.dtype), eps
+
+
+def clip_x0_keep_eps(x: torch.Tensor, eps: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+    """alpha clip(x_0) + sigma eps with x_0 = (x - sigma eps) / alpha (DDPM eq. 4 solved for x_0)."""
+    x0 = ((x - sigma * eps) / alpha).clamp(-CLIP_RANGE, CLIP_RANGE)
+    return alpha * x0 + sigma * eps
+
+
+class _ClipX0LikeDDIM:
+    """Mixin: project the state before the parent's step (see the module docstring)."""
+
+    def _alpha_sigma_scale(self, timestep) -> tuple[float, float, float]:
+        abar = float(self.alphas_cumprod[int(round(float(timestep)))])
+        return abar ** 0.5, (1 - abar) ** 0.5, 1.0
+
+    def step(self, model_output, timestep, sample, *args, **kwargs):
+        alpha, sigma, scale = self._kface_frame = self._alpha_sigma_scale(timestep)
+        sample, model_output, self._kface_eps = project_to_clipped_x0(
+            model_output, sample, alpha, sigma, self.config.prediction_type, scale)
+        return super().step(model_output, timestep, sample, *args, **kwargs)
+
+
+class ClippedDPMSolverMultistepScheduler(_ClipX0LikeDDIM, DPMSolverMultistepScheduler):
+    pass
+
+
+class ClippedUniPCMultistepScheduler(_ClipX0LikeDDIM, UniPCMultistepScheduler):
+    def multistep_uni_c_bh_update(self, *args, **kwargs):
+        # the corrector rebuilds x_s from last_sample and the model outputs: project its result as well
+        corrected = super().multistep_uni_c_bh_update(*args, **kwargs)
+        alpha, sigma, _ = self._kface_frame
+        return clip_x0_keep_eps(corrected, self._kface_eps, alpha, sigma)
+
+
+class ClippedEulerDiscreteScheduler(_ClipX0LikeDDIM, EulerDiscreteScheduler):
+    def _alpha_sigma_scale(self, timestep) -> tuple[float, float, float]:
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        sigma_ve = float(self.sigmas[self.step_index])  # Euler's x = x_t / alpha, x_t = alpha x_0 + sigma eps
+        alpha = (1 + sigma_ve ** 2) ** -0.5
+        return alpha, sigma_ve * alpha, 1 / alpha
