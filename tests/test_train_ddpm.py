@@ -160,3 +160,17 @@ def test_resume_batches_skip_whole_optimiser_steps(tmp_path):
     # 2 optimiser steps done with 3 micro-batches each: the first 6 batches of the epoch are used up
     assert [b[0].tolist() for b in resume_batches(accelerator, loader, 1, 2, accumulation=3)] == epoch1[6:]
     assert [b[0].tolist() for b in resume_batches(accelerator, loader, 1, 0, accumulation=3)] == epoch1
+
+
+def test_resume_refuses_another_architecture(tmp_path):
+    """A checkpoint of the pre-fix tiny preset (norm_num_groups 32) must not resume into today's preset."""
+    import train_ddpm
+    from kface.unet import build_unet
+
+    names = ["a", "b"]
+    old = {**MODEL_CONFIG, "norm_num_groups": 4}
+    saved = dict(build_unet(16, names, preset="tiny", overrides=old).config)
+    (tmp_path / "training_config.json").write_text(json.dumps({"unet": saved}))
+    train_ddpm.check_resumed_architecture(tmp_path, build_unet(16, names, preset="tiny", overrides=old))  # the same: accepted
+    with pytest.raises(KfaceError, match=r"norm_num_groups: 4 -> 8"):
+        train_ddpm.check_resumed_architecture(tmp_path, build_unet(16, names, preset="tiny", overrides=MODEL_CONFIG))
