@@ -140,5 +140,22 @@ def check_group_norms(unet, what: str, strict: bool) -> int:
     return fewest
 
 
+def check_resumed_unet(config_path: Path, unet) -> None:
+    """A resumed run must rebuild the UNet its ``training_config.json`` recorded. GroupNorm weights are per
+    channel, so a checkpoint of the pre-fix tiny preset (32 groups) loads into today's (8 groups) without an
+    error and would go on training another network."""
+    if not config_path.is_file():
+        return
+    saved = json.loads(config_path.read_text()).get("unet")
+    now = json.loads(json.dumps(dict(unet.config)))  # tuples -> lists, as in the saved copy
+    changed = sorted(k for k in (saved or {}).keys() | now.keys()
+                     if not k.startswith("_") and (saved or {}).get(k) != now.get(k))
+    if saved is not None and changed:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise KfaceError(f"--resume_from_checkpoint: {config_path} was trained with another UNet ({diff}); resume "
+                         "with the --preset/--model_config it was trained with (its 'unet' block), or start a new "
+                         "--output_dir")
+
+
 def num_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -1,8 +1,10 @@
 """Shared fixtures: everything offline, everything tiny."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +99,26 @@ def run_in_process(args) -> None:
     AcceleratorState._reset_state(reset_partial_state=True)
     module = importlib.import_module(Path(str(args[0])).stem)
     module.main(module.parse_args([str(a) for a in args[1:]]))
+
+
+# subprocess runs at one thread, offline: byte-for-byte comparisons with in-process runs need the same threads
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                  "HF_EVALUATE_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def kill_after_first_checkpoint(args, out: Path, timeout=240) -> None:
+    """Start ``python <args>`` and SIGKILL it as soon as a complete checkpoint exists (it is still training)."""
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, env=ONE_THREAD_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not list(out.glob("checkpoint-*/kface_state.json")):
+            assert proc.poll() is None, f"{args[0]} ended before a checkpoint:\n{proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
+            time.sleep(0.01)
+        still_running = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert still_running and proc.returncode == -signal.SIGKILL

@@ -10,17 +10,15 @@ once per case); the kill/resume test and one CLI case per script run as real sub
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, make_tiny_dataset
+from conftest import REPO, kill_after_first_checkpoint, make_tiny_dataset
 from kface.errors import run_cli
 
 MODEL_CONFIG = {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
@@ -155,20 +153,7 @@ def killed_then_resumed(tiny_dataset, model_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("killed") / "ddpm"
     args = ddpm_args(tiny_dataset, out, model_config, "--checkpointing_steps", "2", "--checkpoints_total_limit", "3",
                      "--max_train_steps", "12")
-    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    try:
-        while not list(out.glob("checkpoint-*/kface_state.json")):
-            assert proc.poll() is None, f"train_ddpm.py ended before a checkpoint:\n{proc.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.02)
-        still_running = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert still_running and proc.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint(args, out)
     assert not (out / "model_index.json").exists()
     from kface.checkpointing import latest_checkpoint
 

@@ -7,24 +7,17 @@ Everything runs at one thread on CPU (OMP_NUM_THREADS=1): the same float operati
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, make_tiny_dataset
+from conftest import kill_after_first_checkpoint, make_tiny_dataset
 from conftest import run_in_process as run
 
 pytestmark = [pytest.mark.one_thread, pytest.mark.slow]
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-       "HF_EVALUATE_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 MODEL_CONFIG = {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
                 "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}
 
@@ -42,24 +35,6 @@ def model_config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "unet.json"
     path.write_text(json.dumps(MODEL_CONFIG))
     return path
-
-
-def kill_after_first_checkpoint(args, out: Path, timeout=240) -> None:
-    """Start ``python <args>`` and SIGKILL it as soon as a complete checkpoint exists (it is still training)."""
-    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while not list(out.glob("checkpoint-*/kface_state.json")):
-            assert proc.poll() is None, f"{args[0]} ended before a checkpoint:\n{proc.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
-            time.sleep(0.01)
-        still_running = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert still_running and proc.returncode == -signal.SIGKILL
 
 
 def resumed_from(out: Path) -> int:

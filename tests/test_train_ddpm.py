@@ -164,13 +164,13 @@ def test_resume_batches_skip_whole_optimiser_steps(tmp_path):
 
 def test_resume_refuses_another_architecture(tmp_path):
     """A checkpoint of the pre-fix tiny preset (norm_num_groups 32) must not resume into today's preset."""
-    import train_ddpm
-    from kface.unet import build_unet
+    from kface.unet import build_unet, check_resumed_unet
 
     names = ["a", "b"]
     old = {**MODEL_CONFIG, "norm_num_groups": 4}
     saved = dict(build_unet(16, names, preset="tiny", overrides=old).config)
-    (tmp_path / "training_config.json").write_text(json.dumps({"unet": saved}))
-    train_ddpm.check_resumed_architecture(tmp_path, build_unet(16, names, preset="tiny", overrides=old))  # the same: accepted
+    path = tmp_path / "training_config.json"
+    path.write_text(json.dumps({"unet": saved}))
+    check_resumed_unet(path, build_unet(16, names, preset="tiny", overrides=old))  # the same: accepted
     with pytest.raises(KfaceError, match=r"norm_num_groups: 4 -> 8"):
-        train_ddpm.check_resumed_architecture(tmp_path, build_unet(16, names, preset="tiny", overrides=MODEL_CONFIG))
+        check_resumed_unet(path, build_unet(16, names, preset="tiny", overrides=MODEL_CONFIG))
