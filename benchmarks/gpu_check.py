@@ -212,7 +212,10 @@ def stage_train(args, out: Path, precision: str) -> dict:
             "--max_train_steps", str(args.train_steps), "--mixed_precision", precision, "--in_memory",
             "--learning_rate", "2e-4", "--lr_warmup_steps", str(max(1, args.train_steps // 10)),
             "--checkpointing_steps", "1000000", "--validation_steps", "0", "--validation_images_per_class", "1",
-            "--validation_inference_steps", "2", "--report_to", "none", "--seed", "0"]
+            "--validation_inference_steps", "2", "--report_to", "none", "--seed", "0",
+            # the loss is read (one device sync) every --logging_steps: the script's default of 10 for a real run,
+            # every step for the dry run's few steps, so that the rate below has two logged points
+            "--logging_steps", str(max(1, min(10, args.train_steps // 20)))]
     reset_peak(args)
     tic = time.perf_counter()
     with LogRecorder("train/loss") as recorder:
