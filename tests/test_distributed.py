@@ -242,8 +242,11 @@ def test_preprocess_refuses_several_processes_with_one_line(tmp_path):
                   timeout=120, check=False)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == ["error: preprocess.py runs as one process (it writes one output folder); use --num_workers "
-                      "for parallel detection, not accelerate launch --num_processes"] * 2  # one line per rank
+    # one line per rank that got to print it: torchrun stops the other rank once the first one exits, so under
+    # load the second line can be cut off (seen once in a full parallel run)
+    assert 1 <= len(errors) <= 2 and set(errors) == {
+        "error: preprocess.py runs as one process (it writes one output folder); use --num_workers for parallel "
+        "detection, not accelerate launch --num_processes"}
     assert not out.exists() and not (tmp_path / "data.incomplete").exists()
 
 
