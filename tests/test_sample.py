@@ -3,6 +3,7 @@
 Several processes: tests/test_distributed.py (`accelerate launch --cpu --num_processes 2` starts only one).
 """
 
+import io
 import json
 import os
 import re
@@ -141,7 +142,17 @@ def test_killed_run_leaves_no_partial_png_and_a_rerun_completes_it(pipe_dir, tmp
     assert not list(out.glob("*/.*.tmp"))
     # an uninterrupted run of the same settings, at another batch size
     in_process([*flags, "--output_dir", tmp_path / "whole", "--batch_size", 7])
-    assert png_files(out) == png_files(tmp_path / "whole") and len(png_files(out)) == 30
+    resumed, whole = png_files(out), png_files(tmp_path / "whole")
+    assert resumed.keys() == whole.keys() and len(resumed) == 30
+    # At batch 2 an odd number of missing images ends the rerun in a batch of one: a guided UNet batch of 2,
+    # where CPU convolutions take other kernels (1e-6 apart from batch 14 at one step, which 20 steps of this
+    # random model amplify to tens of grey levels; measured 2026-12-02). That one image is checked for being
+    # whole; every other image is byte-identical to the uninterrupted run's.
+    missing = sorted(set(whole) - {str(p.relative_to(out)) for p in written})  # (class, index) order
+    tail = {missing[-1]} if len(missing) % 2 else set()
+    assert {k: v for k, v in resumed.items() if k not in tail} == {k: v for k, v in whole.items() if k not in tail}
+    for name in tail:
+        Image.open(io.BytesIO(resumed[name])).load()
     assert json.loads((out / "samples.json").read_text())["complete"] is True
 
 
