@@ -53,11 +53,13 @@ D := $(DEMO_DIR)
 STAGE = $(OFFLINE) $(PY) -m kface.demo stage --log $(D)/stage_times.json --name
 # accelerate launch picks the GPU when there is one, the CPU otherwise. Without --cpu it sets OMP_NUM_THREADS=1
 # for the script, which halves CPU speed on this 2-core machine: give it every core.
-# bf16 autocast for the training and sampling stages (faster on this CPU; docs/benchmarks.md has the ratios);
+# bf16 autocast for the training and sampling stages where it is native (DEMO_PRECISION below);
 # evaluate.py stays in fp32, so that its features and Frechet distances are not rounded to bf16.
 LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no \
     --num_cpu_threads_per_process $(shell nproc) --mixed_precision
-DEMO_PRECISION ?= bf16
+# bf16 where the machine has it natively (a GPU, or a CPU with AVX512-BF16/AMX), fp32 elsewhere: on a CPU without
+# those instructions (e.g. AMD EPYC, AVX2 only) torch emulates bf16 and the oracle trained ~18x slower than fp32
+DEMO_PRECISION ?= $(shell $(OFFLINE) $(PY) -m kface.demo precision)
 
 # sample.py's own manifest says when its samples are complete; this stamp (one per guidance list) lets make skip
 # the stage on a rerun, so that its recorded time stays the one of the run that did the work

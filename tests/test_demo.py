@@ -3,6 +3,8 @@
 import json
 import sys
 
+import pytest
+
 from kface.demo import guidance_effect, run_stage, summary_rows, write_report
 
 
@@ -74,3 +76,16 @@ def test_guidance_effect_compares_the_extreme_scales_by_their_intervals():
     assert guidance_effect([_row(1.0, 0.5, 0.45, 0.55), _row(4.0, 0.3, 0.25, 0.35)])[0].endswith(
         "(-0.200); the 95% intervals do not overlap: guidance lowered RCA.")
     assert guidance_effect([_row(1.0, 0.5, 0.45, 0.55)]) == []
+
+
+@pytest.mark.parametrize("cpuinfo, cuda_bf16, expected", [
+    ("flags\t\t: fpu sse2 avx2 fma", False, "no"),  # AMD EPYC here: bf16 would be emulated
+    ("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile", False, "bf16"),
+    ("flags\t\t: fpu avx2 amx_bf16 amx_tile", False, "bf16"),
+    ("flags\t\t: fpu avx2 avx512f", False, "no"),  # AVX-512 alone has no bf16 arithmetic
+    ("", True, "bf16"),  # a GPU with bf16
+])
+def test_demo_precision_is_bf16_only_where_it_is_native(cpuinfo, cuda_bf16, expected):
+    from kface.demo import fast_precision
+
+    assert fast_precision(cpuinfo=cpuinfo, cuda_bf16=cuda_bf16) == expected
