@@ -122,3 +122,15 @@ def kill_after_first_checkpoint(args, out: Path, timeout=240) -> None:
         proc.kill()
         proc.wait()
     assert still_running and proc.returncode == -signal.SIGKILL
+
+
+def save_random_oracle(path: Path, names: list[str], model: str = "resnet18") -> Path:
+    """An untrained oracle, enough for checks that need a loadable one. ``test_resnet`` (timm's 96-feature
+    ResNet) keeps the oracle-space Fréchet distances evaluate.py computes cheap (a 512 x 512 sqrtm for resnet18)."""
+    import torch
+
+    from kface.oracle import Oracle, create_classifier, oracle_config, save_oracle
+
+    torch.manual_seed(0)
+    net = create_classifier(model, len(names), small_stem=True)
+    return save_oracle(Oracle(net, oracle_config(model, names, 32, True, net)), path)

@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
+from conftest import save_random_oracle
 from kface.errors import KfaceError
 from kface.outputs import existing_results, keep_or_replace
 from test_reliability import NAMES, assert_one_line, cli, ddpm_args, model_config, tiny_pipeline, write_samples  # noqa: F401
@@ -20,13 +20,7 @@ pytestmark = pytest.mark.one_thread  # tiny models: see conftest.one_torch_threa
 
 
 def small_oracle(path: Path, names: list[str]) -> Path:
-    """An untrained timm ``test_resnet`` oracle: a ResNet with 96 features, so that the oracle-space Fréchet
-    distances evaluate.py always computes (a 512 x 512 sqrtm each for resnet18) stay cheap."""
-    from kface.oracle import Oracle, create_classifier, oracle_config, save_oracle
-
-    torch.manual_seed(0)
-    model = create_classifier("test_resnet", len(names), small_stem=True)
-    return save_oracle(Oracle(model, oracle_config("test_resnet", names, 32, True, model)), path)
+    return save_random_oracle(path, names, model="test_resnet")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, kill_after_first_checkpoint, make_tiny_dataset
+from conftest import REPO, kill_after_first_checkpoint, make_tiny_dataset, save_random_oracle
 from kface.errors import run_cli
 
 MODEL_CONFIG = {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
@@ -90,15 +90,6 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     ClassConditionalDDPMPipeline(unet, DDPMScheduler(num_train_timesteps=1000), class_names=NAMES).save_pretrained(
         path)
     return path
-
-
-def save_random_oracle(path: Path, names: list[str]) -> Path:
-    """An untrained resnet18 oracle: enough for the checks that happen before any prediction."""
-    from kface.oracle import Oracle, create_classifier, oracle_config, save_oracle
-
-    torch.manual_seed(0)
-    model = create_classifier("resnet18", len(names), small_stem=True)
-    return save_oracle(Oracle(model, oracle_config("resnet18", names, 32, True, model)), path)
 
 
 @pytest.fixture(scope="module")
