@@ -54,20 +54,16 @@ def test_train_oracle_dataset_without_test_split(odd_datasets, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("script", ["train_oracle", "train_ddpm"])
-def test_trainers_dataset_without_train_split(script, odd_datasets, model_config, tmp_path, capsys):  # noqa: F811
-    argv = (oracle_argv(odd_datasets["no_train"], tmp_path / "o") if script == "train_oracle" else
-            ddpm_args(odd_datasets["no_train"], tmp_path / "o", model_config)[1:])
+@pytest.mark.parametrize("dataset, expected", [
+    ("no_train", ("no 'train'", "split (has ['test', 'validation'])")),
+    ("empty_train", ("the 'train' split is empty",)),
+])
+def test_trainers_refuse_a_missing_or_empty_train_split(script, dataset, expected, odd_datasets, model_config,  # noqa: F811
+                                                         tmp_path, capsys):
+    argv = (oracle_argv(odd_datasets[dataset], tmp_path / "o") if script == "train_oracle" else
+            ddpm_args(odd_datasets[dataset], tmp_path / "o", model_config)[1:])
     code, last = cli(script, argv, capsys)
-    assert_one_line(code, last, "--dataset", "no 'train'", "split (has ['test', 'validation'])")
-    assert nothing_written(tmp_path / "o")
-
-
-@pytest.mark.parametrize("script", ["train_oracle", "train_ddpm"])
-def test_trainers_empty_train_split(script, odd_datasets, model_config, tmp_path, capsys):  # noqa: F811
-    argv = (oracle_argv(odd_datasets["empty_train"], tmp_path / "o") if script == "train_oracle" else
-            ddpm_args(odd_datasets["empty_train"], tmp_path / "o", model_config)[1:])
-    code, last = cli(script, argv, capsys)
-    assert_one_line(code, last, "--dataset", "the 'train' split is empty")
+    assert_one_line(code, last, "--dataset", *expected)
     assert nothing_written(tmp_path / "o")
 
 
