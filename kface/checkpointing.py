@@ -12,8 +12,8 @@ import re
 import shutil
 from pathlib import Path
 
-from .errors import KfaceError
-from .io import atomic_write_json
+from .utils.errors import KfaceError
+from .utils.io import atomic_write_json
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "kface_state.json"

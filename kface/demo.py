@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import KfaceError, run_cli
-from .io import atomic_path, atomic_write_json, atomic_write_text
+from .utils.errors import KfaceError, run_cli
+from .utils.io import atomic_path, atomic_write_json, atomic_write_text
 
 
 def run_stage(name: str, command: list[str], log_path: Path) -> int:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import KfaceError
-from .io import atomic_write_text
+from .utils.errors import KfaceError
+from .utils.io import atomic_write_text
 from .pipeline import ClassConditionalDDPMPipeline, image_generators
 from .plots import save_image_grid
 from .train_monitor import diverged

@@ -14,14 +14,14 @@ noise; ``bn1`` after it is kept and trains with the stem during the warm-up.
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import KfaceError
-from .io import atomic_path, atomic_write_json
+from .utils.errors import KfaceError
+from .utils.hub import hub_offline
+from .utils.io import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +35,6 @@ def use_small_stem(mode: str, resolution: int) -> bool:
     if mode == "auto":
         return resolution <= SMALL_STEM_MAX_RESOLUTION
     return mode == "on"
-
-
-def hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    return env or bool(constants.HF_HUB_OFFLINE)
 
 
 def require_online(flag: str) -> None:

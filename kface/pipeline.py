@@ -16,7 +16,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .errors import KfaceError
+from .utils.errors import KfaceError
 from .schedulers import (ClippedDPMSolverMultistepScheduler, ClippedEulerDiscreteScheduler,
                          ClippedUniPCMultistepScheduler)
 

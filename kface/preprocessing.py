@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from . import faces
-from .errors import KfaceError
-from .io import atomic_write_bytes
-from .names import UnsafeName, check_distinct, class_folder
+from .utils.errors import KfaceError
+from .utils.io import atomic_write_bytes
+from .utils.names import UnsafeName, check_distinct, class_folder
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def scan_image_folder(input_dir) -> ScanResult:
 
 
 def checked_label(cls_dir: Path, root: Path) -> str:
-    """A class folder's name as its class name, when ``kface.names`` accepts it (it becomes a ClassLabel name,
+    """A class folder's name as its class name, when ``kface.utils.names`` accepts it (it becomes a ClassLabel name,
     and later a samples folder); otherwise a one-line error naming the folder."""
     label = printable(cls_dir.name)
     if label != cls_dir.name:
@@ -190,7 +190,7 @@ def export_image_folder(ds, folder) -> Path:
 
 def check_export_labels(splits: dict) -> None:
     """Every class name a Hub dataset would write as a folder (its ClassLabel names, or the distinct values of
-    a plain label column) must pass ``kface.names``; checked before any file is written."""
+    a plain label column) must pass ``kface.utils.names``; checked before any file is written."""
     from datasets import ClassLabel
 
     for split, d in splits.items():
@@ -529,7 +529,7 @@ def write_resolutions(splits: dict, class_names: list[str], resolutions, staging
 def push_resolutions(datasets: dict, repo_id: str, token: str | None, private: bool, report_dir=None) -> None:
     """Push each resolution as config ``<res>px`` of one Hub dataset repo, then the report files beside them."""
     from .data import resolution_config
-    from .hub import push_folder
+    from .utils.hub import push_folder
 
     for res, ds in datasets.items():
         try:
@@ -658,7 +658,7 @@ def rejects_sheet(dropped: list[dict], paths: dict, max_pixels: int, thumb: int 
 
 def write_report(folder, report: dict, contact: Image.Image, rejects: Image.Image) -> None:
     """``preprocess_report.json``/``.md``, ``contact_sheet.png`` and ``rejects.png`` in ``folder``."""
-    from .io import atomic_write_json, atomic_write_text
+    from .utils.io import atomic_write_json, atomic_write_text
 
     folder = Path(folder)
     atomic_write_json(folder / "preprocess_report.json", report)

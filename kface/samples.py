@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import KfaceError
+from .utils.errors import KfaceError
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ def _folder_files(root: Path, meta: dict, flag: str) -> tuple[list[Path], list[i
 
 
 def check_manifest_folders(root: Path, classes: list[dict], flag: str) -> None:
-    """Each class's ``folder`` must be the one sample.py derives from its name (``kface.names``): a folder
+    """Each class's ``folder`` must be the one sample.py derives from its name (``kface.utils.names``): a folder
     that disagrees would silently relabel images, and one like ``../x`` would read outside the samples."""
-    from .names import UnsafeName, check_distinct, class_folder
+    from .utils.names import UnsafeName, check_distinct, class_folder
 
     try:
         for c in classes:

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from . import __version__
-from . import names as names_mod
-from .errors import KfaceError
-from .io import atomic_path, atomic_write_json, publish_dir, staging_dir
-from .outputs import refusal
+from .utils import names as names_mod
+from .utils.errors import KfaceError
+from .utils.io import atomic_path, atomic_write_json, publish_dir, staging_dir
+from .utils.outputs import refusal
 from .pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, image_generators
 from .unet import check_group_norms
 
@@ -124,7 +124,7 @@ def resolve_classes(names: list[str], wanted: list[str] | None, flag: str = "--c
 
 def class_folders(names: list[str], flag: str = "--pipeline") -> list[str]:
     """The folder of each class (all classes of the model, so a folder never depends on ``--classes``):
-    ``kface.names.class_folders``, i.e. the class name itself; a name that cannot be a folder is refused.
+    ``kface.utils.names.class_folders``, i.e. the class name itself; a name that cannot be a folder is refused.
     A class named like the samples folder's own ``grids``/``dataset`` gets ``@<id>`` appended."""
     try:
         return names_mod.class_folders(names, reserved=RESERVED)

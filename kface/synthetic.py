@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .errors import KfaceError, run_cli
-from .io import (atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable_dir, publish_dir,
+from .utils.errors import KfaceError, run_cli
+from .utils.io import (atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable_dir, publish_dir,
                  staging_dir)
 
 logger = logging.getLogger(__name__)
@@ -680,7 +680,7 @@ def load_annotations(data_dir) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------------------------- CLI
 def parse_args(argv=None) -> argparse.Namespace:
-    from .args import fraction, non_negative_int, positive_int
+    from .utils.args import fraction, non_negative_int, positive_int
 
     p = argparse.ArgumentParser(description="Generate the synthetic look-alike face dataset (raw photos).")
     p.add_argument("--output_dir", required=True, help="Folder to create: train/<id>/*.jpg, test/<id>/*.jpg.")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import KfaceError
+from .utils.errors import KfaceError
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from .errors import KfaceError
+from .utils.errors import KfaceError
 
 logger = logging.getLogger(__name__)
 

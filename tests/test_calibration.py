@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from kface.calibration import epsilon_calibration, mean_response
-from kface.errors import KfaceError
+from kface.utils.errors import KfaceError
 from kface.unet import TINY, build_unet, check_group_norms, group_norm_widths
 
 pytestmark = pytest.mark.one_thread

@@ -254,7 +254,7 @@ def test_weights_hash_tells_replicas_apart_and_a_mismatch_stops_the_run(monkeypa
     from types import SimpleNamespace
 
     import kface.distributed as dist
-    from kface.errors import KfaceError
+    from kface.utils.errors import KfaceError
 
     weights = [("w", torch.arange(6, dtype=torch.bfloat16).reshape(2, 3))]  # bf16: no numpy dtype of its own
     same = dist.tensors_sha256(weights)

@@ -175,7 +175,7 @@ def test_push_without_hub_id_fails_before_work(tmp_path, tiny_dataset, tiny_orac
 
 
 def test_incomplete_or_missing_samples_are_clear_errors(tmp_path, real_test):
-    from kface.errors import KfaceError
+    from kface.utils.errors import KfaceError
     from kface.samples import read_samples
 
     x, y, names = real_test
@@ -198,7 +198,7 @@ def test_resolution_mismatch_is_resized_with_a_warning(caplog):
 
 
 def test_class_order_mismatch_is_named():
-    from kface.errors import KfaceError
+    from kface.utils.errors import KfaceError
     from kface.samples import check_class_names
 
     with pytest.raises(KfaceError, match=r"different ids: \['b \(id 1 vs 0\)'"):

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import make_tiny_dataset, run_in_process
-from kface.errors import KfaceError
+from kface.utils.errors import KfaceError
 
 pytestmark = [pytest.mark.one_thread, pytest.mark.slow]
 

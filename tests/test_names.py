@@ -1,4 +1,4 @@
-"""Class names that become folder names (kface.names) through every entry point: preprocess.py's folder scan
+"""Class names that become folder names (kface.utils.names) through every entry point: preprocess.py's folder scan
 and Hub export, sample.py's pipeline class_names, and the samples reader evaluate.py uses."""
 
 import json
@@ -10,8 +10,8 @@ from PIL import Image
 
 import preprocess as script
 from kface import preprocessing as pp
-from kface.errors import KfaceError
-from kface.names import MAX_NAME_BYTES, UnsafeName, class_folder, class_folders, folder_key
+from kface.utils.errors import KfaceError
+from kface.utils.names import MAX_NAME_BYTES, UnsafeName, class_folder, class_folders, folder_key
 from kface.samples import read_samples
 
 HOSTILE = {

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import run_script
 
-from kface.errors import KfaceError
+from kface.utils.errors import KfaceError
 from kface.oracle import (Oracle, adapt_stem, comparison_table, create_classifier, load_oracle, oracle_config,
                           save_oracle, warmup_param_groups)
 from kface.training import checkpoint_due, phase_cosine_schedule

@@ -1,4 +1,4 @@
-"""One output policy for every script (kface.outputs): an existing result is kept unless the run resumes it or
+"""One output policy for every script (kface.utils.outputs): an existing result is kept unless the run resumes it or
 the user passes --overwrite, and the refusal is one line naming both ways out.
 
 The "finished results" here are made by hand where the script must refuse before reading them (a refusal
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import save_random_oracle
-from kface.errors import KfaceError
-from kface.outputs import existing_results, keep_or_replace
+from kface.utils.errors import KfaceError
+from kface.utils.outputs import existing_results, keep_or_replace
 from test_reliability import NAMES, assert_one_line, cli, ddpm_args, model_config, tiny_pipeline, write_samples  # noqa: F401
 
 pytestmark = pytest.mark.one_thread  # tiny models: see conftest.one_torch_thread

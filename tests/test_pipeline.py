@@ -8,7 +8,7 @@ import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from kface.errors import KfaceError
+from kface.utils.errors import KfaceError
 from kface.pipeline import (SCHEDULERS, ClassConditionalDDPMPipeline, guided_denoiser, image_generators,
                             make_scheduler)
 from kface.unet import build_unet, preset_config

@@ -12,7 +12,7 @@ from PIL import Image
 import preprocess as script
 from kface import faces
 from kface import preprocessing as pp
-from kface.errors import KfaceError
+from kface.utils.errors import KfaceError
 
 from conftest import run_script as _run_script
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import preprocess as script
-from kface.errors import KfaceError
+from kface.utils.errors import KfaceError
 
 
 def photos(root, counts):

@@ -1,7 +1,7 @@
 """Reliability: a SIGKILLed train_ddpm.py resumes and finishes, and bad inputs end in one clear line.
 
 Every bad input here must end with exit status 2 and a last stderr line ``error: ...`` naming the flag
-or file (kface.errors.run_cli), never a traceback. The catalogue, with the cases tested in the other
+or file (kface.utils.errors.run_cli), never a traceback. The catalogue, with the cases tested in the other
 test files, is docs/reliability.md. Bad inputs run in-process through the scripts' own
 ``run_cli(main, parse_args(argv))`` (what ``python script.py argv`` does, without paying the imports
 once per case); the kill/resume test and one CLI case per script run as real subprocesses.
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from conftest import REPO, kill_after_first_checkpoint, make_tiny_dataset, save_random_oracle
-from kface.errors import run_cli
+from kface.utils.errors import run_cli
 
 MODEL_CONFIG = {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
                 "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}
@@ -358,3 +358,21 @@ def test_sample_bad_flag_values_from_the_command_line(argv, needle, tiny_pipelin
 def test_train_ddpm_missing_model_config(tiny_dataset, tmp_path, capsys):
     code, last = cli("train_ddpm", ddpm_args(tiny_dataset, tmp_path / "o", tmp_path / "nowhere.json")[1:], capsys)
     assert_one_line(code, last, "--model_config")
+
+
+def test_cli_flag_names_the_flag_and_run_cli_prints_one_line(capsys):
+    from kface.utils.errors import InputError, KfaceError, cli_flag, run_cli
+
+    def main(args):
+        with cli_flag("--dataset"):
+            raise InputError(f"{args} is not a folder; pass a preprocess.py output folder")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, "nowhere")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: --dataset: nowhere is not a folder; pass a preprocess.py output folder\n"
+    with pytest.raises(KfaceError, match=r"^--x: bad$"), cli_flag("--x"):
+        raise InputError("bad")
+    with pytest.raises(SystemExit):  # an untranslated library error is still one line, not a traceback
+        run_cli(lambda _: (_ for _ in ()).throw(InputError("plain")), None)
+    assert capsys.readouterr().err == "error: plain\n"

@@ -19,7 +19,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image
 
 from conftest import REPO
-from kface.errors import KfaceError, run_cli
+from kface.utils.errors import KfaceError, run_cli
 from kface.pipeline import ClassConditionalDDPMPipeline, make_scheduler
 from kface.sampling import class_folders, generate, image_path
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kface.args import REDACTED, recordable_args
+from kface.utils.args import REDACTED, recordable_args
 from test_reliability import MODEL_CONFIG, NAMES, ddpm_args, write_samples
 
 SECRET = "hf_TESTSECRET"

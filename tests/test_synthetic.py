@@ -11,8 +11,8 @@ from scipy import stats
 
 from conftest import run_script
 from kface import synthetic
-from kface.errors import KfaceError
-from kface.io import staging_dir
+from kface.utils.errors import KfaceError
+from kface.utils.io import staging_dir
 
 SMALL = dict(num_identities=4, images_per_identity=10, test_fraction=0.2, seed=3)
 

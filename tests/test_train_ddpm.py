@@ -9,7 +9,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from kface.diffusion_training import check_finite, denoising_loss, drop_labels
-from kface.errors import KfaceError
+from kface.utils.errors import KfaceError
 from kface.pipeline import ClassConditionalDDPMPipeline
 
 from conftest import run_script

@@ -1,8 +1,27 @@
-"""Pushing kface artefacts (checkpoints, datasets' cards, metric cards) to the Hugging Face Hub."""
+"""The Hugging Face Hub: the one rule for "is this a Hub id?", offline mode, and pushing kface artefacts
+(checkpoints, datasets' cards, metric cards)."""
 
+import os
 from pathlib import Path
 
 from .errors import KfaceError
+
+
+def is_hub_id(source) -> bool:
+    """True when ``source`` names a Hub repo rather than a local path: it does not exist here, is not written as a
+    path (``.``, ``/``, ``~``), and has the Hub's ``owner/name`` shape. A missing local folder is therefore
+    reported as missing, not sent to the network."""
+    text = str(source)
+    return (not Path(text).expanduser().exists() and not text.startswith((".", "/", "~"))
+            and text.count("/") == 1 and all(text.split("/")))
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it at import, or as set since (tests and scripts set it late)."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return env or bool(constants.HF_HUB_OFFLINE)
 
 
 def require_repo_id(push_to_hub: bool, repo_id: str | None, flag: str) -> None:

@@ -20,7 +20,7 @@ def add_hub_args(parser: argparse.ArgumentParser, kind: str = "model") -> None:
 
 
 def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
-    """``--overwrite``, the one way besides resuming to run into a folder that holds a result (kface.outputs)."""
+    """``--overwrite``, the one way besides resuming to run into a folder that holds a result (kface.utils.outputs)."""
     parser.add_argument("--overwrite", action="store_true",
                         help="Replace the result an existing --output_dir holds (by default it is kept and the run "
                              "refuses to start, unless it resumes that result).")

@@ -1,0 +1,1 @@
+"""Plumbing every room uses: atomic writes, the Hub, errors, argument groups, class-name folders, the output policy."""
