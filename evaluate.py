@@ -24,13 +24,13 @@ from accelerate import PartialState
 from accelerate.logging import get_logger
 from accelerate.utils.environment import parse_flag_from_env
 
-from kface.args import add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args
+from kface.utils.args import add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args
 from kface.data import class_names, load_image_dataset, require_classes
-from kface.errors import KfaceError, run_cli
+from kface.utils.errors import KfaceError, run_cli
 from kface.features import oracle_outputs, per_class_frechet
-from kface.hub import require_repo_id
-from kface.io import check_writable_dir
-from kface.outputs import keep_or_replace
+from kface.utils.hub import require_repo_id
+from kface.utils.io import check_writable_dir
+from kface.utils.outputs import keep_or_replace
 from kface.nuisance import degradations, degraded_accuracies, nuisance_matched_rca, oracle_predict, shift_summary
 from kface.oracle import load_oracle
 from kface.rca import bootstrap_rca, relative_classification_accuracy

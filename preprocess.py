@@ -20,11 +20,11 @@ from pathlib import Path
 
 from kface import faces
 from kface import preprocessing as pp
-from kface.args import add_hub_args, add_overwrite_arg, fraction, non_negative_int, positive_int
-from kface.errors import KfaceError, run_cli
-from kface.hub import require_repo_id
-from kface.io import check_writable_dir, publish_dir, staging_dir
-from kface.outputs import keep_or_replace
+from kface.utils.args import add_hub_args, add_overwrite_arg, fraction, non_negative_int, positive_int
+from kface.utils.errors import KfaceError, run_cli
+from kface.utils.hub import require_repo_id
+from kface.utils.io import check_writable_dir, publish_dir, staging_dir
+from kface.utils.outputs import keep_or_replace
 
 # Plain logging, not accelerate.logging: the detection workers are spawned and re-import this module, and
 # accelerate's import of torch (~4 s per worker) would only delay them. The script is one process anyway

@@ -20,10 +20,10 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
-from kface.args import add_overwrite_arg, check_guidance
-from kface.errors import KfaceError, run_cli
-from kface.io import atomic_write_json, check_writable_dir
-from kface.outputs import keep_or_replace
+from kface.utils.args import add_overwrite_arg, check_guidance
+from kface.utils.errors import KfaceError, run_cli
+from kface.utils.io import atomic_write_json, check_writable_dir
+from kface.utils.outputs import keep_or_replace
 from kface.pipeline import make_scheduler
 from kface.sampling import (SAMPLER_NAMES, build_manifest, check_manifest, class_folders, finish, generate,
                             load_pipeline, missing_jobs, remove_partial_files, resolve_classes, sampler_name,
@@ -97,7 +97,7 @@ def sample_folder(args, accelerator, pipe, settings: dict, out, class_ids, folde
     """Fill one samples folder: check it, plan the missing images, shard, generate, finish (main process)."""
     names = pipe.class_names
     manifest = build_manifest(settings, names, folders, class_ids, args.seed, args.num_per_class, complete=False)
-    if args.overwrite:  # kface.outputs' policy: what the folder holds is replaced instead of resumed
+    if args.overwrite:  # kface.utils.outputs' policy: what the folder holds is replaced instead of resumed
         keep_or_replace(out, manifest_entries(out), overwrite=True)
     previous = check_manifest(out, settings)  # on every process, so that all of them stop on a mismatch
     check_writable_dir(out, "--output_dir")

@@ -24,7 +24,7 @@ from diffusers import DDPMScheduler
 from diffusers.optimization import SchedulerType, get_scheduler
 from tqdm.auto import tqdm
 
-from kface.args import (add_data_args, add_hub_args, add_training_args, check_guidance, non_negative_int,
+from kface.utils.args import (add_data_args, add_hub_args, add_training_args, check_guidance, non_negative_int,
                         positive_int, recordable_args)
 from kface.calibration import epsilon_calibration
 from kface.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
@@ -33,11 +33,11 @@ from kface.diffusion_training import (create_ema, denoising_loss, drop_labels, e
                                       sample_class_grid, save_class_grid, save_pipeline, step_draws,
                                       write_model_card)
 from kface.distributed import check_replicas
-from kface.errors import KfaceError, run_cli
-from kface.hub import push_folder, require_repo_id
-from kface.io import atomic_write_json, check_writable_dir
+from kface.utils.errors import KfaceError, run_cli
+from kface.utils.hub import push_folder, require_repo_id
+from kface.utils.io import atomic_write_json, check_writable_dir
 from kface.memory_data import in_memory_loaders
-from kface.outputs import keep_or_resume_training
+from kface.utils.outputs import keep_or_resume_training
 from kface.pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, make_scheduler
 from kface.sampling import check_inference_steps
 from kface.train_monitor import TrainingMonitor

@@ -26,16 +26,16 @@ from accelerate.logging import get_logger
 from timm.utils import distribute_bn
 from tqdm.auto import tqdm
 
-from kface.args import (add_data_args, add_hub_args, add_training_args, below_one, fraction, non_negative_float,
+from kface.utils.args import (add_data_args, add_hub_args, add_training_args, below_one, fraction, non_negative_float,
                         non_negative_int, recordable_args, unit_interval)
 from kface.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
 from kface.data import class_names, load_image_dataset, require_classes, require_splits
 from kface.distributed import check_replicas
-from kface.errors import KfaceError, run_cli
-from kface.hub import push_folder, require_repo_id
-from kface.io import atomic_write_json, atomic_write_text, check_writable_dir
+from kface.utils.errors import KfaceError, run_cli
+from kface.utils.hub import push_folder, require_repo_id
+from kface.utils.io import atomic_write_json, atomic_write_text, check_writable_dir
 from kface.memory_data import in_memory_loaders
-from kface.outputs import keep_or_replace, keep_or_resume_training
+from kface.utils.outputs import keep_or_replace, keep_or_resume_training
 from kface.metrics import classification_metrics
 from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, predict_logits,
                           require_online, save_oracle, use_small_stem, warmup_param_groups, write_model_card)
