@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from kface import faces
-from kface import preprocessing as pp
+from kface.data import faces
+from kface.data import preprocess as pp
 from kface.utils.args import add_hub_args, add_overwrite_arg, fraction, non_negative_int, positive_int
 from kface.utils.errors import KfaceError, run_cli
 from kface.utils.hub import require_repo_id

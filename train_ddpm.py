@@ -36,7 +36,7 @@ from kface.distributed import check_replicas
 from kface.utils.errors import KfaceError, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, check_writable_dir
-from kface.memory_data import in_memory_loaders
+from kface.data.memory import in_memory_loaders
 from kface.utils.outputs import keep_or_resume_training
 from kface.pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, make_scheduler
 from kface.sampling import check_inference_steps

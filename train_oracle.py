@@ -34,7 +34,7 @@ from kface.distributed import check_replicas
 from kface.utils.errors import KfaceError, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, atomic_write_text, check_writable_dir
-from kface.memory_data import in_memory_loaders
+from kface.data.memory import in_memory_loaders
 from kface.utils.outputs import keep_or_replace, keep_or_resume_training
 from kface.metrics import classification_metrics
 from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, predict_logits,
@@ -97,7 +97,7 @@ def check_args(args) -> None:
 
 
 def make_loaders(args, splits: dict, resolution: int) -> dict:
-    if args.in_memory:  # decoded once, augmented per batch on the device (kface.memory_data)
+    if args.in_memory:  # decoded once, augmented per batch on the device (kface.data.memory)
         return in_memory_loaders(splits, resolution, args.train_batch_size, args.eval_batch_size,
                                  args.dataloader_num_workers, PartialState().device, random_flip=args.random_flip,
                                  translate=args.translate, scale=args.scale, color_jitter=args.color_jitter,

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
-from kface.synthetic import DEFAULT_DISTINCTNESS, generate, load_annotations
+from kface.data.synthetic import DEFAULT_DISTINCTNESS, generate, load_annotations
 
 logger = logging.getLogger("synthetic_difficulty")
 

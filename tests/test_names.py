@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import preprocess as script
-from kface import preprocessing as pp
+from kface.data import preprocess as pp
 from kface.utils.errors import KfaceError
 from kface.utils.names import MAX_NAME_BYTES, UnsafeName, class_folder, class_folders, folder_key
 from kface.samples import read_samples

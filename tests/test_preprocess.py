@@ -1,4 +1,4 @@
-"""preprocess.py and kface.preprocessing: bad input, split, leakage, resume, errors, end to end."""
+"""preprocess.py and kface.data.preprocess: bad input, split, leakage, resume, errors, end to end."""
 
 import io
 import json
@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 import preprocess as script
-from kface import faces
-from kface import preprocessing as pp
+from kface.data import faces
+from kface.data import preprocess as pp
 from kface.utils.errors import KfaceError
 
 from conftest import run_script as _run_script
@@ -378,7 +378,7 @@ def _iou(a, b):
 
 @pytest.mark.slow
 def test_synthetic_photos_end_to_end(tmp_path):
-    synthetic = pytest.importorskip("kface.synthetic", reason="kface.synthetic is not written yet")
+    synthetic = pytest.importorskip("kface.data.synthetic", reason="kface.data.synthetic is not written yet")
     pytest.importorskip("mtcnn")
     from datasets import ClassLabel, Image as ImageFeature
 

@@ -1,4 +1,4 @@
-"""kface.synthetic: determinism, layout, annotations, look-alike pairs, scene statistics, atomic publish."""
+"""kface.data.synthetic: determinism, layout, annotations, look-alike pairs, scene statistics, atomic publish."""
 
 import json
 import math
@@ -10,7 +10,8 @@ from PIL import Image
 from scipy import stats
 
 from conftest import run_script
-from kface import synthetic
+from kface.data import synthetic
+from kface.data.synthetic import cli as synthetic_cli
 from kface.utils.errors import KfaceError
 from kface.utils.io import staging_dir
 
@@ -125,9 +126,9 @@ def test_scene_statistics_match_configured_rates(monkeypatch):
         return Image.new("RGBA", (size, size)), [size * 0.3, size * 0.3, size * 0.35, size * 0.35], {
             k: (size * 0.45, size * 0.45) for k in synthetic.KEYPOINTS}
 
-    monkeypatch.setattr(synthetic, "render_face", cheap_face)
-    monkeypatch.setattr(synthetic, "_background", lambda rng, w, h: Image.new("RGB", (w, h)))
-    monkeypatch.setattr(synthetic, "_photometric", lambda img, rng: img)
+    monkeypatch.setattr(synthetic.scenes, "render_face", cheap_face)
+    monkeypatch.setattr(synthetic.scenes, "_background", lambda rng, w, h: Image.new("RGB", (w, h)))
+    monkeypatch.setattr(synthetic.scenes, "_photometric", lambda img, rng: img)
     ids = synthetic.all_identities(0, 10)
     n, counts = 1500, {"none": 0, "two": 0, "occluded": 0}
     for k in range(n):
@@ -160,14 +161,14 @@ def test_failure_leaves_no_output_and_a_rerun_resumes(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "render_scene", flaky)
+    monkeypatch.setattr(synthetic.dataset, "render_scene", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         synthetic.generate(out, num_workers=1, **SMALL)
     assert not out.exists()
     assert len(list(staging_dir(out).rglob("*.jpg"))) == 11
     with pytest.raises(KfaceError, match="other settings"):
         synthetic.generate(out, num_workers=1, **{**SMALL, "seed": 99})
-    monkeypatch.setattr(synthetic, "render_scene", original)
+    monkeypatch.setattr(synthetic.dataset, "render_scene", original)
     synthetic.generate(out, num_workers=1, **SMALL)
     clean = tmp_path / "clean"
     synthetic.generate(clean, num_workers=1, **SMALL)
@@ -181,7 +182,7 @@ def test_refuses_existing_output_unless_overwrite(small_run, tmp_path):
         synthetic.generate(out, num_workers=1, **{**SMALL, "images_per_identity": 2})
     summary = synthetic.generate(out, num_workers=1, overwrite=True, **{**SMALL, "images_per_identity": 3})
     assert summary["images"] == 12 and len(list(out.rglob("*.jpg"))) == 12
-    proc = run_script(["-m", "kface.synthetic", "--output_dir", str(out), "--num_identities", "4",
+    proc = run_script(["-m", "kface.data.synthetic", "--output_dir", str(out), "--num_identities", "4",
                        "--images_per_identity", "2", "--num_workers", "1"], check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: --output_dir {out} already exists and is not empty; "
@@ -195,7 +196,7 @@ def test_refuses_existing_output_unless_overwrite(small_run, tmp_path):
 ])
 def test_cli_rejects_bad_options(flags, message, tmp_path):
     with pytest.raises(KfaceError, match=message.replace("+", r"\+")):
-        synthetic.main(synthetic.parse_args(["--output_dir", str(tmp_path / "x")] + flags))
+        synthetic_cli.main(synthetic_cli.parse_args(["--output_dir", str(tmp_path / "x")] + flags))
     assert not (tmp_path / "x").exists()
 
 

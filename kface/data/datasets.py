@@ -8,7 +8,7 @@ On the Hub the same resolutions are configs of one dataset repo: ``load_dataset(
 
 from pathlib import Path
 
-from .utils.errors import KfaceError
+from ..utils.errors import KfaceError
 
 
 def resolution_config(resolution: int) -> str:

@@ -1,0 +1,38 @@
+"""``python -m kface.data.synthetic``: the generator's command line."""
+
+import argparse
+import logging
+
+from .dataset import generate
+from .identity import DEFAULT_DISTINCTNESS
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from ...utils.args import fraction, non_negative_int, positive_int
+
+    p = argparse.ArgumentParser(description="Generate the synthetic look-alike face dataset (raw photos).")
+    p.add_argument("--output_dir", required=True, help="Folder to create: train/<id>/*.jpg, test/<id>/*.jpg.")
+    p.add_argument("--num_identities", type=positive_int, default=10, help="Identities, in look-alike pairs.")
+    p.add_argument("--images_per_identity", type=positive_int, default=300)
+    p.add_argument("--test_fraction", type=fraction, default=0.2, help="Fraction of each identity's photos in test/.")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--num_workers", type=positive_int, default=2, help="Processes; output does not depend on it.")
+    p.add_argument("--min_size", type=positive_int, default=128, help="Smallest photo side in pixels.")
+    p.add_argument("--max_size", type=positive_int, default=256, help="Largest photo side in pixels.")
+    p.add_argument("--second_face_rate", type=float, default=0.10, help="Photos with a second, other person.")
+    p.add_argument("--no_face_rate", type=float, default=0.03, help="Photos with no face at all.")
+    p.add_argument("--occluder_rate", type=float, default=0.12, help="Faces with a mask, hat or hand.")
+    p.add_argument("--distinctness", type=float, default=DEFAULT_DISTINCTNESS,
+                   help="How far look-alike mates differ: 0 makes them identical twins, larger is easier "
+                        "(see docs/synthetic.md for the oracle accuracy it gives).")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing --output_dir.")
+    return p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return generate(args.output_dir, num_identities=args.num_identities,
+                    images_per_identity=args.images_per_identity, test_fraction=args.test_fraction,
+                    seed=args.seed, image_size=(args.min_size, args.max_size), num_workers=args.num_workers,
+                    second_face_rate=args.second_face_rate, no_face_rate=args.no_face_rate,
+                    occluder_rate=args.occluder_rate, distinctness=args.distinctness, overwrite=args.overwrite)

@@ -1,0 +1,165 @@
+"""The generated folder: which photo goes to train/ or test/, rendering them in worker processes, the staging
+folder that makes a run resumable and atomic, and reading ``annotations.jsonl`` back."""
+
+import io
+import json
+import logging
+import multiprocessing
+import time
+from pathlib import Path
+
+from ...utils.errors import KfaceError
+from ...utils.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_writable_dir,
+    publish_dir,
+    staging_dir,
+)
+from .identity import DEFAULT_DISTINCTNESS, all_identities, rng_for
+from .scenes import render_scene
+
+logger = logging.getLogger(__name__)
+
+JPEG_QUALITY = 92
+
+
+def split_of(seed: int, identity: int, images_per_identity: int, test_fraction: float) -> list[str]:
+    """``"train"``/``"test"`` for each image index of one identity: a fixed fraction, randomly placed."""
+    num_test = int(round(images_per_identity * test_fraction))
+    if images_per_identity >= 2:
+        num_test = min(max(num_test, 1), images_per_identity - 1)
+    test = set(rng_for(seed, 4, identity).permutation(images_per_identity)[:num_test].tolist())
+    return ["test" if i in test else "train" for i in range(images_per_identity)]
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(config: dict) -> None:
+    _WORKER.clear()
+    _WORKER.update(config)
+
+
+def _render_job(job) -> dict:
+    """Render, encode and write one photo; return its annotation line. Depends only on (seed, identity, index)."""
+    identity, index, split = job
+    cfg = _WORKER
+    rng = rng_for(cfg["seed"], 3, identity, index)
+    img, faces = render_scene(cfg["identities"], identity, rng, cfg["image_size"], cfg["second_face_rate"],
+                              cfg["no_face_rate"], cfg["occluder_rate"])
+    name = cfg["identities"][identity]["identity"]
+    rel = f"{split}/{name}/{index:06d}.jpg"
+    path = Path(cfg["staging"]) / rel
+    if not path.exists():  # a resumed run: files already written are the same bytes, keep them
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+        atomic_write_bytes(path, buf.getvalue())
+    return {"path": rel, "split": split, "identity": name, "width": img.width, "height": img.height, "faces": faces}
+
+
+def _check_options(num_identities, images_per_identity, test_fraction, image_size, num_workers, rates) -> None:
+    if num_identities < 2:
+        raise KfaceError(f"--num_identities {num_identities}: need at least 2 (identities come in look-alike pairs)")
+    if images_per_identity < 2:
+        raise KfaceError(f"--images_per_identity {images_per_identity}: need at least 2 (one train, one test)")
+    if not 0.0 < test_fraction < 1.0:
+        raise KfaceError(f"--test_fraction {test_fraction}: must be between 0 and 1, e.g. 0.2")
+    lo, hi = image_size
+    if not 96 <= lo <= hi <= 1024:
+        raise KfaceError(f"--min_size/--max_size {lo}/{hi}: need 96 <= min_size <= max_size <= 1024")
+    if num_workers < 1:
+        raise KfaceError(f"--num_workers {num_workers}: must be >= 1")
+    for flag, value in rates.items():
+        if not 0.0 <= value < 1.0:
+            raise KfaceError(f"--{flag} {value}: must be in [0, 1)")
+    if rates["second_face_rate"] + rates["no_face_rate"] >= 1.0:
+        raise KfaceError("--second_face_rate plus --no_face_rate must stay below 1")
+
+
+def _prepare_staging(output_dir: Path, config: dict, overwrite: bool) -> Path:
+    """Refuse a finished output unless ``overwrite``; resume an interrupted run only if its settings match."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise KfaceError(f"--output_dir {output_dir} is a file; give a folder path")
+    check_writable_dir(output_dir.parent, "--output_dir")
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise KfaceError(f"--output_dir {output_dir} already exists and is not empty; "
+                         "pass --overwrite to replace it or choose another folder")
+    staging = staging_dir(output_dir)
+    config_path = staging / "synthetic_config.json"
+    if staging.exists():
+        previous = json.loads(config_path.read_text()) if config_path.exists() else None
+        if previous != json.loads(json.dumps(config)):
+            raise KfaceError(f"{staging} holds an interrupted run with other settings ({previous}); "
+                             "delete it or rerun with the same settings")
+        logger.info("Resuming the interrupted run in %s (images already written are kept)", staging)
+    staging.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(config_path, config)
+    return staging
+
+
+def generate(output_dir, num_identities: int = 10, images_per_identity: int = 300, test_fraction: float = 0.2,
+             seed: int = 0, image_size: tuple[int, int] = (128, 256), num_workers: int = 2,
+             second_face_rate: float = 0.10, no_face_rate: float = 0.03, occluder_rate: float = 0.12,
+             distinctness: float = DEFAULT_DISTINCTNESS, overwrite: bool = False) -> dict:
+    """Write the synthetic dataset to ``output_dir`` (built in a staging folder, published when complete).
+
+    Returns a summary: image counts per split, scenes without a face, with a second face, with an
+    occluder, and the seconds it took.
+    """
+    rates = {"second_face_rate": second_face_rate, "no_face_rate": no_face_rate, "occluder_rate": occluder_rate}
+    _check_options(num_identities, images_per_identity, test_fraction, image_size, num_workers, rates)
+    start = time.perf_counter()
+    output_dir = Path(output_dir)
+    identities = all_identities(seed, num_identities, distinctness)
+    config = {"num_identities": num_identities, "images_per_identity": images_per_identity,
+              "test_fraction": test_fraction, "seed": seed, "image_size": list(image_size),
+              "distinctness": distinctness, **rates}
+    staging = _prepare_staging(output_dir, config, overwrite)
+    jobs = [(i, k, split) for i in range(num_identities)
+            for k, split in enumerate(split_of(seed, i, images_per_identity, test_fraction))]
+    worker_cfg = {"identities": identities, "staging": str(staging), "seed": seed,
+                  "image_size": tuple(image_size), **rates}
+    records = _run_jobs(jobs, worker_cfg, num_workers)
+    atomic_write_text(staging / "annotations.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_json(staging / "identities.json", identities)
+    publish_dir(staging, output_dir)
+    summary = _summarise(records, output_dir, time.perf_counter() - start)
+    logger.info("Wrote %(images)d photos of %(identities)d identities to %(output_dir)s in %(seconds).1f s "
+                "(train %(train)d, test %(test)d; no face %(no_face)d, second face %(second_face)d, "
+                "occluded %(occluded)d)", summary)
+    return summary
+
+
+def _run_jobs(jobs, worker_cfg: dict, num_workers: int) -> list[dict]:
+    if num_workers == 1:
+        _init_worker(worker_cfg)
+        return [_render_job(job) for job in jobs]
+    # spawn, not fork: the caller may hold TensorFlow or torch thread pools, which do not survive a fork
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(num_workers, initializer=_init_worker, initargs=(worker_cfg,)) as pool:
+        return list(pool.imap(_render_job, jobs, chunksize=16))
+
+
+def _summarise(records: list[dict], output_dir: Path, seconds: float) -> dict:
+    return {
+        "output_dir": str(output_dir),
+        "identities": len({r["identity"] for r in records}),
+        "images": len(records),
+        "train": sum(r["split"] == "train" for r in records),
+        "test": sum(r["split"] == "test" for r in records),
+        "no_face": sum(not r["faces"] for r in records),
+        "second_face": sum(len(r["faces"]) > 1 for r in records),
+        "occluded": sum(any(f["target"] and f["occluder"] for f in r["faces"]) for r in records),
+        "seconds": round(seconds, 2),
+    }
+
+
+def load_annotations(data_dir) -> dict[str, dict]:
+    """``annotations.jsonl`` of a generated folder as {relative path: record}."""
+    path = Path(data_dir) / "annotations.jsonl"
+    if not path.exists():
+        raise KfaceError(f"{path} not found: the folder was not written by kface.data.synthetic")
+    with path.open() as f:
+        return {r["path"]: r for r in map(json.loads, f)}
