@@ -384,7 +384,7 @@ def test_synthetic_photos_end_to_end(tmp_path):
 
     from kface.data import class_names, load_image_dataset
 
-    synthetic.generate(tmp_path / "raw", num_identities=3, images_per_identity=15, seed=0, num_workers=1)
+    synthetic.generate(tmp_path / "raw", num_identities=3, images_per_identity=15, seed=0, num_workers=0)
     run_script(["preprocess.py", "--input_dir", tmp_path / "raw", "--output_dir", tmp_path / "out",
                 "--resolutions", "32", "64", "--num_workers", "2"], launch=True)  # the docstring's command
     report = json.loads((tmp_path / "out" / "preprocess_report.json").read_text())

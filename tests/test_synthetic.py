@@ -32,14 +32,14 @@ def small_run(tmp_path_factory):
 def test_deterministic_across_runs_and_worker_counts(small_run, tmp_path):
     out, _ = small_run
     again = tmp_path / "again"
-    synthetic.generate(again, num_workers=1, **SMALL)
+    synthetic.generate(again, num_workers=0, **SMALL)
     first, second = _files(out), _files(again)
     assert sorted(first) == sorted(second)
     assert len([k for k in first if k.endswith(".jpg")]) == 4 * 10
     differing = [k for k in first if first[k] != second[k]]
     assert differing == [], differing
     other_seed = tmp_path / "other_seed"
-    synthetic.generate(other_seed, num_workers=1, **{**SMALL, "seed": 4})
+    synthetic.generate(other_seed, num_workers=0, **{**SMALL, "seed": 4})
     assert _files(other_seed)["annotations.jsonl"] != first["annotations.jsonl"]
 
 
@@ -163,24 +163,24 @@ def test_failure_leaves_no_output_and_a_rerun_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synthetic.dataset, "render_scene", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
-        synthetic.generate(out, num_workers=1, **SMALL)
+        synthetic.generate(out, num_workers=0, **SMALL)
     assert not out.exists()
     assert len(list(staging_dir(out).rglob("*.jpg"))) == 11
     with pytest.raises(KfaceError, match="other settings"):
-        synthetic.generate(out, num_workers=1, **{**SMALL, "seed": 99})
+        synthetic.generate(out, num_workers=0, **{**SMALL, "seed": 99})
     monkeypatch.setattr(synthetic.dataset, "render_scene", original)
-    synthetic.generate(out, num_workers=1, **SMALL)
+    synthetic.generate(out, num_workers=0, **SMALL)
     clean = tmp_path / "clean"
-    synthetic.generate(clean, num_workers=1, **SMALL)
+    synthetic.generate(clean, num_workers=0, **SMALL)
     assert _files(out) == _files(clean) and not staging_dir(out).exists()
 
 
 def test_refuses_existing_output_unless_overwrite(small_run, tmp_path):
     out = tmp_path / "raw"
-    synthetic.generate(out, num_workers=1, **{**SMALL, "images_per_identity": 2})
+    synthetic.generate(out, num_workers=0, **{**SMALL, "images_per_identity": 2})
     with pytest.raises(KfaceError, match="--overwrite"):
-        synthetic.generate(out, num_workers=1, **{**SMALL, "images_per_identity": 2})
-    summary = synthetic.generate(out, num_workers=1, overwrite=True, **{**SMALL, "images_per_identity": 3})
+        synthetic.generate(out, num_workers=0, **{**SMALL, "images_per_identity": 2})
+    summary = synthetic.generate(out, num_workers=0, overwrite=True, **{**SMALL, "images_per_identity": 3})
     assert summary["images"] == 12 and len(list(out.rglob("*.jpg"))) == 12
     proc = run_script(["-m", "kface.data.synthetic", "--output_dir", str(out), "--num_identities", "4",
                        "--images_per_identity", "2", "--num_workers", "1"], check=False)

@@ -5,8 +5,6 @@ import hashlib
 import io
 import json
 import logging
-import multiprocessing
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ...utils.io import atomic_write_bytes
+from ..pool import map_in_workers
 from .. import faces
 from .decode import load_rgb
 from .scan import RawImage
@@ -57,10 +56,8 @@ class CropSettings:
 _WORKER = {}
 
 
-def _init_worker(settings: CropSettings, staging: str, in_pool: bool = True) -> None:
-    """Pool initializer: each worker builds its detector once (MTCNN takes seconds to load)."""
-    if in_pool:  # Ctrl-C is handled once, by the main process, which terminates the pool
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _init_worker(settings: CropSettings, staging: str) -> None:
+    """Each worker builds its detector once (MTCNN takes seconds to load)."""
     _WORKER.update(settings=settings, staging=Path(staging), detector=faces.make_detector(settings.detector))
 
 
@@ -140,12 +137,12 @@ def load_cache(path) -> dict:
     return results
 
 
-def detect_and_crop(images: list[RawImage], settings: CropSettings, staging, num_workers: int = 2,
+def detect_and_crop(images: list[RawImage], settings: CropSettings, staging, *, num_workers: int = 2,
                     progress: bool = True) -> tuple[list[dict], dict]:
     """Process every photo, reusing ``staging/detections.jsonl``; returns results (in ``images`` order) and timing.
 
-    ``num_workers=0`` runs in this process (tests, debugging); otherwise a spawn pool, because TensorFlow is not
-    fork-safe once imported.
+    ``num_workers`` as in :func:`kface.data.pool.map_in_workers`: 0 runs in this process (tests, debugging), N
+    starts N worker processes.
     """
     from tqdm.auto import tqdm
 
@@ -160,7 +157,9 @@ def detect_and_crop(images: list[RawImage], settings: CropSettings, staging, num
     start = first = time.perf_counter()
     with open(cache_path, "a", encoding="utf-8") as cache, tqdm(total=len(todo), desc="faces",
                                                                  disable=not progress) as bar:
-        for n, row in enumerate(_map(todo, settings, staging, num_workers)):
+        rows = map_in_workers(process_image, todo, num_workers=num_workers, initializer=_init_worker,
+                              initargs=(settings, str(staging)), ordered=False)
+        for n, row in enumerate(rows):
             first = time.perf_counter() if n == 0 else first
             cache.write(json.dumps(row) + "\n")
             cache.flush()  # one line per photo: an interruption loses at most the photos in flight
@@ -174,15 +173,3 @@ def detect_and_crop(images: list[RawImage], settings: CropSettings, staging, num
               "steady_images_per_s": round((len(todo) - 1) / (seconds - startup), 2)
               if len(todo) > 1 and seconds > startup else None}
     return [cached[k] for k in keys], timing
-
-
-def _map(todo, settings, staging, num_workers):
-    if not todo:
-        return
-    if num_workers == 0:
-        _init_worker(settings, str(staging), in_pool=False)
-        yield from map(process_image, todo)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(num_workers, len(todo)), initializer=_init_worker, initargs=(settings, str(staging))) as pool:
-        yield from pool.imap_unordered(process_image, todo, chunksize=1)

@@ -16,7 +16,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images_per_identity", type=positive_int, default=300)
     p.add_argument("--test_fraction", type=fraction, default=0.2, help="Fraction of each identity's photos in test/.")
     p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--num_workers", type=positive_int, default=2, help="Processes; output does not depend on it.")
+    p.add_argument("--num_workers", type=positive_int, default=2, help="Processes that render (1: this one alone); output does not depend on it.")
     p.add_argument("--min_size", type=positive_int, default=128, help="Smallest photo side in pixels.")
     p.add_argument("--max_size", type=positive_int, default=256, help="Largest photo side in pixels.")
     p.add_argument("--second_face_rate", type=float, default=0.10, help="Photos with a second, other person.")
@@ -33,6 +33,12 @@ def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return generate(args.output_dir, num_identities=args.num_identities,
                     images_per_identity=args.images_per_identity, test_fraction=args.test_fraction,
-                    seed=args.seed, image_size=(args.min_size, args.max_size), num_workers=args.num_workers,
+                    seed=args.seed, image_size=(args.min_size, args.max_size), num_workers=render_workers(args.num_workers),
                     second_face_rate=args.second_face_rate, no_face_rate=args.no_face_rate,
                     occluder_rate=args.occluder_rate, distinctness=args.distinctness, overwrite=args.overwrite)
+
+
+def render_workers(processes: int) -> int:
+    """--num_workers counts the processes that render, so 1 is this process alone; the library's ``num_workers``
+    counts worker processes (kface.data.pool), where that is 0."""
+    return 0 if processes == 1 else processes

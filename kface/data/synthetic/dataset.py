@@ -4,7 +4,6 @@ folder that makes a run resumable and atomic, and reading ``annotations.jsonl`` 
 import io
 import json
 import logging
-import multiprocessing
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ...utils.io import (
     publish_dir,
     staging_dir,
 )
+from ..pool import map_in_workers
 from .identity import DEFAULT_DISTINCTNESS, all_identities, rng_for
 from .scenes import render_scene
 
@@ -69,8 +69,8 @@ def _check_options(num_identities, images_per_identity, test_fraction, image_siz
     lo, hi = image_size
     if not 96 <= lo <= hi <= 1024:
         raise KfaceError(f"--min_size/--max_size {lo}/{hi}: need 96 <= min_size <= max_size <= 1024")
-    if num_workers < 1:
-        raise KfaceError(f"--num_workers {num_workers}: must be >= 1")
+    if num_workers < 0:
+        raise KfaceError(f"--num_workers {num_workers}: must be >= 0")
     for flag, value in rates.items():
         if not 0.0 <= value < 1.0:
             raise KfaceError(f"--{flag} {value}: must be in [0, 1)")
@@ -105,7 +105,8 @@ def generate(output_dir, num_identities: int = 10, images_per_identity: int = 30
              distinctness: float = DEFAULT_DISTINCTNESS, overwrite: bool = False) -> dict:
     """Write the synthetic dataset to ``output_dir`` (built in a staging folder, published when complete).
 
-    Returns a summary: image counts per split, scenes without a face, with a second face, with an
+    ``num_workers`` as in :func:`kface.data.pool.map_in_workers` (0: in this process); the output does not depend
+    on it. Returns a summary: image counts per split, scenes without a face, with a second face, with an
     occluder, and the seconds it took.
     """
     rates = {"second_face_rate": second_face_rate, "no_face_rate": no_face_rate, "occluder_rate": occluder_rate}
@@ -121,7 +122,9 @@ def generate(output_dir, num_identities: int = 10, images_per_identity: int = 30
             for k, split in enumerate(split_of(seed, i, images_per_identity, test_fraction))]
     worker_cfg = {"identities": identities, "staging": str(staging), "seed": seed,
                   "image_size": tuple(image_size), **rates}
-    records = _run_jobs(jobs, worker_cfg, num_workers)
+    # results in job order: annotations.jsonl is the same for any number of workers
+    records = list(map_in_workers(_render_job, jobs, num_workers=num_workers, initializer=_init_worker,
+                                  initargs=(worker_cfg,), chunksize=16))
     atomic_write_text(staging / "annotations.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     atomic_write_json(staging / "identities.json", identities)
     publish_dir(staging, output_dir)
@@ -130,16 +133,6 @@ def generate(output_dir, num_identities: int = 10, images_per_identity: int = 30
                 "(train %(train)d, test %(test)d; no face %(no_face)d, second face %(second_face)d, "
                 "occluded %(occluded)d)", summary)
     return summary
-
-
-def _run_jobs(jobs, worker_cfg: dict, num_workers: int) -> list[dict]:
-    if num_workers == 1:
-        _init_worker(worker_cfg)
-        return [_render_job(job) for job in jobs]
-    # spawn, not fork: the caller may hold TensorFlow or torch thread pools, which do not survive a fork
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(num_workers, initializer=_init_worker, initargs=(worker_cfg,)) as pool:
-        return list(pool.imap(_render_job, jobs, chunksize=16))
 
 
 def _summarise(records: list[dict], output_dir: Path, seconds: float) -> dict:
