@@ -1,9 +1,10 @@
 """How hard is the synthetic dataset? Oracle accuracy at 32x32 and MTCNN's detection rate.
 
 Generates the default synthetic dataset (or reads one), crops every target face from its ground-truth box
-(25% margin, square, 32x32, PIL antialias), trains a ResNet-18 with a CIFAR-style stem (3x3 stride-1 conv,
-no max-pool) on train/, and prints test accuracy, the confusion within look-alike pairs, and the share of
-target faces that MTCNN finds (confidence >= 0.9 and IoU >= 0.4 with the ground-truth box).
+with kface's crop (kface.data.faces, as preprocess.py cuts a detected face: square, --margin of the box's longer
+side on each side, Lanczos to 32x32; black where it leaves the photo), trains a ResNet-18 with a CIFAR-style
+stem (3x3 stride-1 conv, no max-pool) on train/, and prints test accuracy, the confusion within look-alike
+pairs, and the share of target faces that MTCNN finds (confidence >= 0.9 and IoU >= 0.4 with the ground-truth box).
 
     HF_HUB_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=3 python benchmarks/synthetic_difficulty.py --work_dir /tmp/synth_bench
 
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
+from kface.data.faces import cut, resize, square_crop
 from kface.data.synthetic import DEFAULT_DISTINCTNESS, generate, load_annotations
 
 logger = logging.getLogger("synthetic_difficulty")
@@ -35,7 +37,10 @@ def parse_args():
     p.add_argument("--distinctness", type=float, default=DEFAULT_DISTINCTNESS)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--margin", type=float, default=0.25, help="Crop side = (1 + margin) * max(box w, box h).")
+    # 0.125 per side is the 1.25x square the numbers in docs/synthetic.md were measured with
+    p.add_argument("--margin", type=float, default=0.125,
+                   help="Added on each side, as a fraction of the box's longer side (preprocess.py --margin): "
+                        "crop side = (1 + 2 * margin) * max(box w, box h).")
     p.add_argument("--detect_faces", type=int, default=300, help="Target faces to run MTCNN on (0: skip).")
     p.add_argument("--skip_oracle", action="store_true")
     p.add_argument("--threads", type=int, default=2)
@@ -46,12 +51,8 @@ def parse_args():
 
 
 def crop_face(img: Image.Image, box, margin: float, size: int) -> Image.Image:
-    """Square crop around ``box`` (x, y, w, h), side (1 + margin) * max(w, h); outside the photo is black."""
-    x, y, w, h = box
-    side = (1 + margin) * max(w, h)
-    cx, cy = x + w / 2, y + h / 2
-    region = tuple(int(round(v)) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
-    return img.crop(region).resize((size, size), Image.LANCZOS)
+    """kface's square crop around ``box`` (x, y, w, h), black (constant padding) outside the photo."""
+    return resize(cut(img, square_crop(box, margin), padding="constant"), size)
 
 
 def target_crops(data_dir: Path, margin: float, size: int = 32):
