@@ -12,7 +12,7 @@ from PIL import Image
 import preprocess as script
 from kface.data import faces
 from kface.data import preprocess as pp
-from kface.utils.errors import KfaceError
+from kface.utils.errors import InputError, KfaceError
 
 from conftest import run_script as _run_script
 
@@ -177,7 +177,7 @@ def test_assign_splits_ignores_scan_order_and_checks_class_sizes():
     b = pp.assign_splits(rows[::-1], presplit=False, test_size=0.2, seed=0)
     assert a == b
     assert len(a["test"]) == 3 and {r["label"] for r in a["test"]} == {"p", "q"}  # ceil(12 * 0.2)
-    with pytest.raises(KfaceError, match=r"class 'q' has only 4 usable photo\(s\); --test_size 0.2 needs at least 5"):
+    with pytest.raises(InputError, match=r"class 'q' has only 4 usable photo\(s\); test_size=0.2 needs at least 5"):
         pp.assign_splits(rows[:-2], presplit=False, test_size=0.2, seed=0)
 
 
@@ -325,7 +325,7 @@ def test_error_empty_input(tmp_path):
 def test_error_unknown_hub_dataset_offline(tmp_path):
     proc = run_script(["preprocess.py", "--dataset_name", "kface-nobody/no-such-photos", "--output_dir",
                        tmp_path / "out"], check=False)
-    assert len(_one_line_error(proc, "--dataset_name kface-nobody/no-such-photos", "HF_HUB_OFFLINE")) == 1
+    assert len(_one_line_error(proc, "--dataset_name: kface-nobody/no-such-photos", "HF_HUB_OFFLINE")) == 1
     assert not (tmp_path / "out.incomplete").exists()
 
 

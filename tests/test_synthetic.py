@@ -12,7 +12,7 @@ from scipy import stats
 from conftest import run_script
 from kface.data import synthetic
 from kface.data.synthetic import cli as synthetic_cli
-from kface.utils.errors import KfaceError
+from kface.utils.errors import InputError, KfaceError
 from kface.utils.io import staging_dir
 
 SMALL = dict(num_identities=4, images_per_identity=10, test_fraction=0.2, seed=3)
@@ -166,7 +166,7 @@ def test_failure_leaves_no_output_and_a_rerun_resumes(tmp_path, monkeypatch):
         synthetic.generate(out, num_workers=0, **SMALL)
     assert not out.exists()
     assert len(list(staging_dir(out).rglob("*.jpg"))) == 11
-    with pytest.raises(KfaceError, match="other settings"):
+    with pytest.raises(InputError, match="holds an interrupted run with other settings"):
         synthetic.generate(out, num_workers=0, **{**SMALL, "seed": 99})
     monkeypatch.setattr(synthetic.dataset, "render_scene", original)
     synthetic.generate(out, num_workers=0, **SMALL)
@@ -178,26 +178,38 @@ def test_failure_leaves_no_output_and_a_rerun_resumes(tmp_path, monkeypatch):
 def test_refuses_existing_output_unless_overwrite(small_run, tmp_path):
     out = tmp_path / "raw"
     synthetic.generate(out, num_workers=0, **{**SMALL, "images_per_identity": 2})
-    with pytest.raises(KfaceError, match="--overwrite"):
+    with pytest.raises(InputError, match="already exists and is not empty; pass overwrite=True"):
         synthetic.generate(out, num_workers=0, **{**SMALL, "images_per_identity": 2})
     summary = synthetic.generate(out, num_workers=0, overwrite=True, **{**SMALL, "images_per_identity": 3})
     assert summary["images"] == 12 and len(list(out.rglob("*.jpg"))) == 12
     proc = run_script(["-m", "kface.data.synthetic", "--output_dir", str(out), "--num_identities", "4",
                        "--images_per_identity", "2", "--num_workers", "1"], check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        f"error: --output_dir {out} already exists and is not empty; "
-        "pass --overwrite to replace it or choose another folder"]
+        f"error: --output_dir {out} already holds generated photos; pass --overwrite to replace it, "
+        "or choose another --output_dir"]
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--num_identities", "1"], "--num_identities 1"),
     (["--min_size", "300", "--max_size", "200"], "--min_size/--max_size 300/200"),
-    (["--no_face_rate", "0.6", "--second_face_rate", "0.5"], "--second_face_rate plus --no_face_rate"),
+    (["--no_face_rate", "0.6", "--second_face_rate", "0.5"],
+     "--second_face_rate 0.5 and --no_face_rate 0.6: must add up to less than 1"),
 ])
 def test_cli_rejects_bad_options(flags, message, tmp_path):
     with pytest.raises(KfaceError, match=message.replace("+", r"\+")):
         synthetic_cli.main(synthetic_cli.parse_args(["--output_dir", str(tmp_path / "x")] + flags))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"num_identities": 1}, "num_identities=1: need at least 2"),
+    ({"image_size": (300, 200)}, r"image_size=\(300, 200\): need 96 <= min_size <= max_size <= 1024"),
+    ({"no_face_rate": 0.6, "second_face_rate": 0.5}, "second_face_rate=0.5 and no_face_rate=0.6: must add up to less"),
+])
+def test_generate_names_the_parameter(options, message, tmp_path):
+    with pytest.raises(InputError, match=message) as err:
+        synthetic.generate(tmp_path / "x", num_workers=0, **{**SMALL, **options})
+    assert "--" not in str(err.value) and not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow

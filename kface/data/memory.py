@@ -118,7 +118,7 @@ class BatchAugment:
     as torchvision v2 draws them (see the module docstring); ``robust_augment > 0``: then kface.nuisance's
     per-image transforms, on the CPU (JPEG and the custom steps have no batched form)."""
 
-    def __init__(self, random_flip: bool = True, translate: float = 0.0, scale: float = 0.0,
+    def __init__(self, *, random_flip: bool = True, translate: float = 0.0, scale: float = 0.0,
                  color_jitter: float = 0.0, robust_augment: float = 0.0):
         self.random_flip, self.translate, self.scale = random_flip, translate, scale
         self.color_jitter, self.robust_augment = color_jitter, robust_augment

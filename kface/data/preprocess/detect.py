@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from ...utils.io import atomic_write_bytes
-from ..pool import map_in_workers
 from .. import faces
+from ..pool import map_in_workers
 from .decode import load_rgb
 from .scan import RawImage
 

@@ -3,7 +3,7 @@ dataset repo)."""
 
 from pathlib import Path
 
-from ...utils.errors import KfaceError
+from ...utils.errors import InputError
 from ..datasets import resolution_config
 from .detect import CACHE_NAME
 
@@ -46,7 +46,8 @@ def write_resolutions(splits: dict, class_names: list[str], resolutions, staging
     return written
 
 
-def push_resolutions(datasets: dict, repo_id: str, token: str | None, private: bool, report_dir=None) -> None:
+def push_resolutions(datasets: dict, repo_id: str, *, token: str | None = None, private: bool = False,
+                     report_dir=None) -> None:
     """Push each resolution as config ``<res>px`` of one Hub dataset repo, then the report files beside them."""
     from ...utils.hub import push_folder
 
@@ -54,9 +55,10 @@ def push_resolutions(datasets: dict, repo_id: str, token: str | None, private: b
         try:
             ds.push_to_hub(repo_id, config_name=resolution_config(res), token=token, private=private)
         except Exception as err:
-            raise KfaceError(f"--hub_dataset_id {repo_id}: pushing {resolution_config(res)} failed "
+            raise InputError(f"{repo_id}: pushing {resolution_config(res)} failed "
                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check "
-                             "your login (--hub_token), the network and HF_HUB_OFFLINE") from None
+                             "your login (token, HF_TOKEN or huggingface-cli login), the network and HF_HUB_OFFLINE"
+                             ) from None
     if report_dir is not None:  # the report and sheets, not the arrow folders (already pushed as configs)
         push_folder(report_dir, repo_id, token=token, private=private, repo_type="dataset",
                     commit_message="Add the preprocessing report",

@@ -14,7 +14,7 @@ from .decode import load_rgb
 from .detect import REASONS, CropSettings
 
 
-def build_report(splits: dict, dropped: list[dict], class_names: list[str], dropped_classes: dict,
+def build_report(*, splits: dict, dropped: list[dict], class_names: list[str], dropped_classes: dict,
                  duplicates: dict, timing: dict, settings: CropSettings, extra: dict | None = None) -> dict:
     """Per class and split: photos kept and dropped (by reason); every dropped file; leakage; throughput."""
     counts = {}
@@ -90,7 +90,7 @@ def _label_tile(text: str, width: int, height: int, fill=(40, 40, 40)) -> Image.
     return tile
 
 
-def contact_sheet(rows_by_class: dict, staging, resolution: int, per_class: int = 12, label_width: int = 120):
+def contact_sheet(rows_by_class: dict, staging, resolution: int, *, per_class: int = 12, label_width: int = 120):
     """One row per class: its first ``per_class`` crops, with the class name on the left."""
     sheet = Image.new("RGB", (label_width + per_class * resolution, max(1, len(rows_by_class)) * resolution), "white")
     for y, (label, rows) in enumerate(rows_by_class.items()):
@@ -101,7 +101,7 @@ def contact_sheet(rows_by_class: dict, staging, resolution: int, per_class: int 
     return sheet
 
 
-def rejects_sheet(dropped: list[dict], paths: dict, max_pixels: int, thumb: int = 96, columns: int = 8,
+def rejects_sheet(dropped: list[dict], paths: dict, max_pixels: int, *, thumb: int = 96, columns: int = 8,
                   limit: int = 64):
     """Thumbnails of dropped raw photos, each captioned with its reason (grey tile when it cannot be shown)."""
     shown = sorted(dropped, key=lambda r: r["source"])[:limit]

@@ -6,8 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...utils.errors import KfaceError
+from ...utils.errors import InputError
 from ...utils.names import UnsafeName, check_distinct, class_folder
+from ..datasets import hub_dataset, require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +40,11 @@ def scan_image_folder(input_dir) -> ScanResult:
     """Find ``<class>/<file>`` or ``train|test/<class>/<file>`` under ``input_dir`` (hidden files skipped)."""
     root = Path(input_dir)
     if not root.is_dir():
-        raise KfaceError(f"--input_dir {root} is not a folder; give one folder per identity (or train/ and test/)")
+        raise InputError(f"{root} is not a folder; give one folder per identity (or train/ and test/)")
     has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
     if has_test and not has_train:
-        raise KfaceError(f"--input_dir {root} has test/ but not train/; give both, train/ alone (split here with "
-                         "--test_size), or one folder per identity")
+        raise InputError(f"{root} has test/ but not train/; give both, train/ alone (then split here, stratified), "
+                         "or one folder per identity")
     # train/ alone (as several public identity sets ship): its class folders are split here, stratified
     layout = "train_test" if has_test else "train_only" if has_train else "class_folders"
     scan = ScanResult(images=[], presplit=has_test, layout=layout)
@@ -60,9 +61,9 @@ def scan_image_folder(input_dir) -> ScanResult:
     try:
         check_distinct(list(scan.class_files))
     except UnsafeName as err:
-        raise KfaceError(f"--input_dir {root}: {err}; merge or rename those folders") from None
+        raise InputError(f"{root}: {err}; merge or rename those folders") from None
     if not scan.images:
-        raise KfaceError(f"--input_dir {root} holds no images: expected one sub-folder of photos per identity "
+        raise InputError(f"{root} holds no images: expected one sub-folder of photos per identity "
                          f"({len(scan.class_files)} empty class folder(s) found)")
     for label, n in scan.class_files.items():
         if n == 0:
@@ -75,31 +76,22 @@ def checked_label(cls_dir: Path, root: Path) -> str:
     and later a samples folder); otherwise a one-line error naming the folder."""
     label = printable(cls_dir.name)
     if label != cls_dir.name:
-        raise KfaceError(f"--input_dir {root}: class folder {label!r} is not valid UTF-8 and cannot be a class "
+        raise InputError(f"{root}: class folder {label!r} is not valid UTF-8 and cannot be a class "
                          "name; rename it")
     try:
         return class_folder(label)
     except UnsafeName as err:
-        raise KfaceError(f"--input_dir {root}: class folder {cls_dir}: {err}; rename it") from None
+        raise InputError(f"{root}: class folder {cls_dir}: {err}; rename it") from None
 
 
 def load_hub_dataset(dataset_name: str):
-    """``load_dataset(dataset_name)`` as a DatasetDict, or a one-line error (offline, unknown id, no access)."""
-    from datasets import DatasetDict, load_dataset
+    """The Hub dataset ``dataset_name`` as a DatasetDict (a single Dataset becomes its ``train`` split), with
+    ``image`` and ``label`` columns (the label may be a ClassLabel or plain values, see export_image_folder)."""
+    from datasets import DatasetDict
 
-    try:
-        ds = load_dataset(dataset_name)
-    except Exception as err:
-        first = str(err).splitlines()[0] if str(err) else ""
-        raise KfaceError(f"--dataset_name {dataset_name}: could not load it from the Hugging Face Hub "
-                         f"({type(err).__name__}: {first}); check the id and your network, and unset "
-                         "HF_HUB_OFFLINE / HF_DATASETS_OFFLINE if set") from None
+    ds = hub_dataset(dataset_name)
     ds = ds if isinstance(ds, DatasetDict) else DatasetDict(train=ds)
-    for split, d in ds.items():
-        missing = [c for c in ("image", "label") if c not in d.column_names]
-        if missing:
-            raise KfaceError(f"--dataset_name {dataset_name}: split {split!r} lacks column(s) {missing} "
-                             f"(has {d.column_names})")
+    require_columns(ds, dataset_name)
     return ds
 
 
@@ -146,5 +138,5 @@ def check_export_labels(splits: dict) -> None:
                 class_folder(label)
             check_distinct(labels)
         except UnsafeName as err:
-            raise KfaceError(f"--dataset_name: split {split!r}: {err}; rename the class in the dataset (e.g. "
+            raise InputError(f"split {split!r}: {err}; rename the class in the dataset (e.g. "
                              "cast_column('label', ClassLabel(names=[...]))) before preprocessing it") from None

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from ...utils.errors import KfaceError
+from ...utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,12 @@ def usable_classes(kept: list[dict], class_files: dict) -> tuple[list[str], dict
         logger.warning("class %r is left out: %s", c, why)
     names = sorted(counts)
     if len(names) < 2:
-        raise KfaceError(f"only {len(names)} class(es) {names} have usable photos (dropped: {dropped}); "
-                         "a classifier needs at least 2: add photos or check --detector/--min_confidence")
+        raise InputError(f"only {len(names)} class(es) {names} have usable photos (dropped: {dropped}); "
+                         "a classifier needs at least 2: add photos, or check detector and min_confidence")
     return names, dropped
 
 
-def assign_splits(kept: list[dict], presplit: bool, test_size: float, seed: int) -> dict:
+def assign_splits(kept: list[dict], *, presplit: bool, test_size: float, seed: int) -> dict:
     """``{"train": rows, "test": rows}``; an existing split is kept, otherwise a stratified one is made."""
     rows = sorted(kept, key=lambda r: r["source"])  # the split depends on the photos, not on the scan order
     if presplit:
@@ -50,20 +50,21 @@ def assign_splits(kept: list[dict], presplit: bool, test_size: float, seed: int)
     need = min_images_per_class(test_size)
     for label, n in sorted(Counter(r["label"] for r in rows).items()):
         if n < need:
-            raise KfaceError(f"class {label!r} has only {n} usable photo(s); --test_size {test_size} needs at least "
-                             f"{need} per class for one test and one train photo; add photos or change --test_size")
+            raise InputError(f"class {label!r} has only {n} usable photo(s); test_size={test_size} needs at least "
+                             f"{need} per class for one test and one train photo; add photos or change test_size")
     train, test = stratified_split([r["label"] for r in rows], test_size=test_size, seed=seed)
     out = {"train": [{**rows[i], "split": "train"} for i in train],
            "test": [{**rows[i], "split": "test"} for i in test]}
-    check_split(out, hint="--test_size")
+    check_split(out, hint="test_size")
     return out
 
 
 def check_split(splits: dict, hint: str) -> None:
+    """Every class has train and test photos; ``hint`` says what to check when one does not."""
     train, test = (Counter(r["label"] for r in splits[s]) for s in ("train", "test"))
     for label in sorted(set(train) | set(test)):
         if not train[label] or not test[label]:
-            raise KfaceError(f"class {label!r} has {train[label]} train and {test[label]} test photos after "
+            raise InputError(f"class {label!r} has {train[label]} train and {test[label]} test photos after "
                              f"filtering; every class needs both (check {hint}, or add photos)")
 
 

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from ...utils.errors import KfaceError
+from ...utils.errors import InputError
 from ...utils.io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -47,8 +47,9 @@ def _render_job(job) -> dict:
     identity, index, split = job
     cfg = _WORKER
     rng = rng_for(cfg["seed"], 3, identity, index)
-    img, faces = render_scene(cfg["identities"], identity, rng, cfg["image_size"], cfg["second_face_rate"],
-                              cfg["no_face_rate"], cfg["occluder_rate"])
+    img, faces = render_scene(cfg["identities"], identity, rng, image_size=cfg["image_size"],
+                              second_face_rate=cfg["second_face_rate"], no_face_rate=cfg["no_face_rate"],
+                              occluder_rate=cfg["occluder_rate"])
     name = cfg["identities"][identity]["identity"]
     rel = f"{split}/{name}/{index:06d}.jpg"
     path = Path(cfg["staging"]) / rel
@@ -59,39 +60,47 @@ def _render_job(job) -> dict:
     return {"path": rel, "split": split, "identity": name, "width": img.width, "height": img.height, "faces": faces}
 
 
-def _check_options(num_identities, images_per_identity, test_fraction, image_size, num_workers, rates) -> None:
-    if num_identities < 2:
-        raise KfaceError(f"--num_identities {num_identities}: need at least 2 (identities come in look-alike pairs)")
-    if images_per_identity < 2:
-        raise KfaceError(f"--images_per_identity {images_per_identity}: need at least 2 (one train, one test)")
-    if not 0.0 < test_fraction < 1.0:
-        raise KfaceError(f"--test_fraction {test_fraction}: must be between 0 and 1, e.g. 0.2")
-    lo, hi = image_size
-    if not 96 <= lo <= hi <= 1024:
-        raise KfaceError(f"--min_size/--max_size {lo}/{hi}: need 96 <= min_size <= max_size <= 1024")
-    if num_workers < 0:
-        raise KfaceError(f"--num_workers {num_workers}: must be >= 0")
-    for flag, value in rates.items():
-        if not 0.0 <= value < 1.0:
-            raise KfaceError(f"--{flag} {value}: must be in [0, 1)")
-    if rates["second_face_rate"] + rates["no_face_rate"] >= 1.0:
-        raise KfaceError("--second_face_rate plus --no_face_rate must stay below 1")
+def _rate(value: float) -> bool:
+    return 0.0 <= value < 1.0
+
+
+# What generate() accepts, one rule per parameter (or pair): (parameters, usable?, what is wrong and the fix).
+# generate() names the parameters; the CLI renders the same rules with its flags (cli.check_flags).
+OPTION_RULES = (
+    (("num_identities",), lambda n: n >= 2, "need at least 2 (identities come in look-alike pairs)"),
+    (("images_per_identity",), lambda n: n >= 2, "need at least 2 (one train, one test)"),
+    (("test_fraction",), lambda f: 0.0 < f < 1.0, "must be between 0 and 1, e.g. 0.2"),
+    (("image_size",), lambda s: 96 <= s[0] <= s[1] <= 1024, "need 96 <= min_size <= max_size <= 1024"),
+    (("num_workers",), lambda n: n >= 0, "must be >= 0 (0: in this process)"),
+    (("second_face_rate",), _rate, "must be in [0, 1)"),
+    (("no_face_rate",), _rate, "must be in [0, 1)"),
+    (("occluder_rate",), _rate, "must be in [0, 1)"),
+    (("second_face_rate", "no_face_rate"), lambda a, b: a + b < 1.0, "must add up to less than 1"),
+)
+
+
+def broken_rule(options: dict) -> tuple[tuple[str, ...], str] | None:
+    """The first of ``OPTION_RULES`` that ``options`` break, as (parameters, why), or None."""
+    for names, usable, why in OPTION_RULES:
+        if not usable(*(options[n] for n in names)):
+            return names, why
+    return None
 
 
 def _prepare_staging(output_dir: Path, config: dict, overwrite: bool) -> Path:
     """Refuse a finished output unless ``overwrite``; resume an interrupted run only if its settings match."""
     if output_dir.exists() and not output_dir.is_dir():
-        raise KfaceError(f"--output_dir {output_dir} is a file; give a folder path")
-    check_writable_dir(output_dir.parent, "--output_dir")
+        raise InputError(f"{output_dir} is a file; give a folder path")
+    check_writable_dir(output_dir.parent, "output_dir")
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise KfaceError(f"--output_dir {output_dir} already exists and is not empty; "
-                         "pass --overwrite to replace it or choose another folder")
+        raise InputError(f"{output_dir} already exists and is not empty; pass overwrite=True to replace it or "
+                         "choose another folder")
     staging = staging_dir(output_dir)
     config_path = staging / "synthetic_config.json"
     if staging.exists():
         previous = json.loads(config_path.read_text()) if config_path.exists() else None
         if previous != json.loads(json.dumps(config)):
-            raise KfaceError(f"{staging} holds an interrupted run with other settings ({previous}); "
+            raise InputError(f"{staging} holds an interrupted run with other settings ({previous}); "
                              "delete it or rerun with the same settings")
         logger.info("Resuming the interrupted run in %s (images already written are kept)", staging)
     staging.mkdir(parents=True, exist_ok=True)
@@ -99,7 +108,7 @@ def _prepare_staging(output_dir: Path, config: dict, overwrite: bool) -> Path:
     return staging
 
 
-def generate(output_dir, num_identities: int = 10, images_per_identity: int = 300, test_fraction: float = 0.2,
+def generate(output_dir, *, num_identities: int = 10, images_per_identity: int = 300, test_fraction: float = 0.2,
              seed: int = 0, image_size: tuple[int, int] = (128, 256), num_workers: int = 2,
              second_face_rate: float = 0.10, no_face_rate: float = 0.03, occluder_rate: float = 0.12,
              distinctness: float = DEFAULT_DISTINCTNESS, overwrite: bool = False) -> dict:
@@ -110,7 +119,11 @@ def generate(output_dir, num_identities: int = 10, images_per_identity: int = 30
     occluder, and the seconds it took.
     """
     rates = {"second_face_rate": second_face_rate, "no_face_rate": no_face_rate, "occluder_rate": occluder_rate}
-    _check_options(num_identities, images_per_identity, test_fraction, image_size, num_workers, rates)
+    options = {"num_identities": num_identities, "images_per_identity": images_per_identity,
+               "test_fraction": test_fraction, "image_size": tuple(image_size), "num_workers": num_workers, **rates}
+    if broken := broken_rule(options):
+        names, why = broken
+        raise InputError(f"{' and '.join(f'{n}={options[n]!r}' for n in names)}: {why}")
     start = time.perf_counter()
     output_dir = Path(output_dir)
     identities = all_identities(seed, num_identities, distinctness)
@@ -153,6 +166,6 @@ def load_annotations(data_dir) -> dict[str, dict]:
     """``annotations.jsonl`` of a generated folder as {relative path: record}."""
     path = Path(data_dir) / "annotations.jsonl"
     if not path.exists():
-        raise KfaceError(f"{path} not found: the folder was not written by kface.data.synthetic")
+        raise InputError(f"{path} not found: the folder was not written by kface.data.synthetic")
     with path.open() as f:
         return {r["path"]: r for r in map(json.loads, f)}

@@ -52,7 +52,7 @@ def _photometric(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
-def _place_face(scene, rgba, box, kps, rng, side: int, cut: float):
+def _place_face(scene, rgba, box, kps, rng, *, side: int, cut: float):
     """Paste ``rgba`` so that its face box lands on the ``side`` third (-1 left, 1 right, 0 anywhere).
 
     ``cut`` is the fraction of the box width allowed to fall outside the photo (0 for the target face).
@@ -72,7 +72,7 @@ def _place_face(scene, rgba, box, kps, rng, side: int, cut: float):
     return scene_box, {k: [round(p[0] + ox, 1), round(p[1] + oy, 1)] for k, p in kps.items()}
 
 
-def render_scene(identities: list[dict], identity: int, rng: np.random.Generator, image_size=(128, 256),
+def render_scene(identities: list[dict], identity: int, rng: np.random.Generator, *, image_size=(128, 256),
                  second_face_rate: float = 0.10, no_face_rate: float = 0.03, occluder_rate: float = 0.12):
     """One raw photo of ``identity``: returns ``(PIL RGB image, faces)``, faces as in annotations.jsonl."""
     width, height = (int(v) for v in rng.integers(image_size[0], image_size[1] + 1, 2))
@@ -85,23 +85,24 @@ def render_scene(identities: list[dict], identity: int, rng: np.random.Generator
         size = int(round(box_h / (0.9 * FACE_H) * CANVAS))
         side = (-1, 1)[rng.integers(2)]
         if roll < no_face_rate + second_face_rate and len(identities) > 1:
-            faces.append(_distractor(scene, identities, identity, rng, size, -side, occluder_rate))
+            faces.append(_distractor(scene, identities, identity, rng, target_size=size, side=-side,
+                                     occluder_rate=occluder_rate))
         look = sample_appearance(identities[identity], rng, occluder_rate)
         rgba, box, kps = render_face(identities[identity], rng, size, look)
-        scene_box, scene_kps = _place_face(scene, rgba, box, kps, rng, side, cut=0.0)
+        scene_box, scene_kps = _place_face(scene, rgba, box, kps, rng, side=side, cut=0.0)
         faces.append({"box": scene_box, "identity": identities[identity]["identity"], "target": True,
                       "keypoints": scene_kps, "occluder": look["occluder"], "glasses": look["glasses"]})
         faces.sort(key=lambda f: not f["target"])
     return _photometric(scene, rng), faces
 
 
-def _distractor(scene, identities, identity, rng, target_size, side, occluder_rate):
+def _distractor(scene, identities, identity, rng, *, target_size, side, occluder_rate):
     """A second person of another identity, smaller or cut by the frame: the identity-mismatch case."""
     other = int(rng.integers(len(identities) - 1))
     other += other >= identity
     size = int(target_size * rng.uniform(0.6, 1.0))
     look = sample_appearance(identities[other], rng, occluder_rate)
     rgba, box, kps = render_face(identities[other], rng, size, look)
-    scene_box, scene_kps = _place_face(scene, rgba, box, kps, rng, side, cut=0.3)
+    scene_box, scene_kps = _place_face(scene, rgba, box, kps, rng, side=side, cut=0.3)
     return {"box": scene_box, "identity": identities[other]["identity"], "target": False,
             "keypoints": scene_kps, "occluder": look["occluder"], "glasses": look["glasses"]}
