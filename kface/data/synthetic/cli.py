@@ -14,7 +14,8 @@ from .identity import DEFAULT_DISTINCTNESS
 def parse_args(argv=None) -> argparse.Namespace:
     from ...utils.args import fraction, non_negative_int, positive_int
 
-    p = argparse.ArgumentParser(description="Generate the synthetic look-alike face dataset (raw photos).")
+    p = argparse.ArgumentParser(prog="python -m kface.data.synthetic",
+                                description="Generate the synthetic look-alike face dataset (raw photos).")
     p.add_argument("--output_dir", required=True, help="Folder to create: train/<id>/*.jpg, test/<id>/*.jpg.")
     p.add_argument("--num_identities", type=positive_int, default=10, help="Identities, in look-alike pairs.")
     p.add_argument("--images_per_identity", type=positive_int, default=300)
