@@ -79,7 +79,7 @@ $(SAMPLES_DONE): $(D)/ddpm/model_index.json
 	touch $@
 
 $(D)/raw/synthetic_config.json: | install
-	$(STAGE) synthetic -- $(PY) -m kface.synthetic --output_dir $(D)/raw --num_identities $(DEMO_IDS) \
+	$(STAGE) synthetic -- $(PY) -m kface.data.synthetic --output_dir $(D)/raw --num_identities $(DEMO_IDS) \
 	    --images_per_identity $(DEMO_PER_ID) --seed 0
 
 $(D)/data/preprocess_report.json: $(D)/raw/synthetic_config.json

@@ -26,7 +26,7 @@ from accelerate.utils.environment import parse_flag_from_env
 
 from kface.utils.args import add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args
 from kface.data import class_names, load_image_dataset, require_classes
-from kface.utils.errors import KfaceError, run_cli
+from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.features import oracle_outputs, per_class_frechet
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_writable_dir
@@ -101,14 +101,16 @@ def load_inputs(args, device):
     oracles = {name: load_oracle(path, device=device) for name, path in zip(oracle_names(args.oracle), args.oracle)}
     gen = read_samples(args.samples)
     resolution = args.resolution or gen.meta.get("resolution") or gen.images.shape[-1]
-    ds = load_image_dataset(args.dataset, resolution=resolution)
+    with cli_flag("--dataset"):
+        ds = load_image_dataset(args.dataset, resolution=resolution)
     if "test" not in ds:
         raise KfaceError(f"--dataset {args.dataset}: no 'test' split (has {list(ds)}); Accuracy_real needs one")
     if "train" not in ds and not args.no_visual:
         raise KfaceError(f"--dataset {args.dataset}: no 'train' split, the FID/KID reference; or pass --no_visual")
     names = check_class_names({**{f"--oracle {n}": o.class_names for n, o in oracles.items()},
                                "--dataset": class_names(ds)})
-    require_classes(names, "--dataset", args.dataset)
+    with cli_flag("--dataset"):
+        require_classes(names, name=args.dataset)
     sampled = check_sampled_classes(names, gen)
     real = read_dataset_split(ds["test"], split="test", flag="--dataset")
     if len(sampled) < len(names):  # sample.py --classes: compare with real images of the same classes

@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from kface import faces
-from kface import preprocessing as pp
+from kface.data import faces
+from kface.data import preprocess as pp
 from kface.utils.args import add_hub_args, add_overwrite_arg, fraction, non_negative_int, positive_int
-from kface.utils.errors import KfaceError, run_cli
+from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_writable_dir, publish_dir, staging_dir
 from kface.utils.outputs import keep_or_replace
@@ -81,27 +81,35 @@ def check_args(args) -> None:
     check_writable_dir(out.parent if str(out.parent) else Path("."), "--output_dir")
 
 
+def source_flag(args) -> str:
+    return "--dataset_name" if args.dataset_name else "--input_dir"
+
+
 def gather_photos(args, staging: Path) -> pp.ScanResult:
     """Scan the photos; Hub rows are first written as files into the staging folder (once, kept for a resume)."""
-    if not args.dataset_name:
-        return pp.scan_image_folder(args.input_dir)
-    exported = staging / "hub_raw"
-    if not (exported / ".complete").exists():
-        ds = pp.load_hub_dataset(args.dataset_name)
-        pp.export_image_folder(ds, exported)
-    return pp.scan_image_folder(exported)
+    with cli_flag(source_flag(args)):
+        if not args.dataset_name:
+            return pp.scan_image_folder(args.input_dir)
+        exported = staging / "hub_raw"
+        if not (exported / ".complete").exists():
+            pp.export_image_folder(pp.load_hub_dataset(args.dataset_name), exported)
+        return pp.scan_image_folder(exported)
 
 
-def split_and_check(results, scan, args):
-    """Kept photos -> train/test; returns splits, class names, dropped classes and dropped photos."""
+def split_and_check(results, scan, args) -> dict:
+    """Kept photos -> train/test: the splits, class names, dropped classes and dropped photos, under the names
+    pp.build_report takes them by."""
     kept = [r for r in results if not r["reason"]]
     dropped = [r for r in results if r["reason"]]
-    class_names, dropped_classes = pp.usable_classes(kept, scan.class_files)
-    splits = pp.assign_splits(kept, presplit=scan.presplit, test_size=args.test_size, seed=args.seed)
-    return splits, class_names, dropped_classes, dropped
+    with cli_flag(source_flag(args)):
+        class_names, dropped_classes = pp.usable_classes(kept, scan.class_files)
+    with cli_flag(source_flag(args) if scan.presplit else "--test_size"):
+        splits = pp.assign_splits(kept, presplit=scan.presplit, test_size=args.test_size, seed=args.seed)
+    return {"splits": splits, "class_names": class_names, "dropped_classes": dropped_classes, "dropped": dropped}
 
 
-def check_leakage(splits, dropped, args) -> dict:
+def check_leakage(data: dict, args) -> dict:
+    splits, dropped = data["splits"], data["dropped"]
     dups = pp.find_duplicates(splits["train"], splits["test"], threshold=args.dup_threshold)
     dups["action"] = "dropped from test" if args.drop_test_duplicates else "reported only"
     if dups["num_exact"] or dups["num_near"]:
@@ -109,7 +117,8 @@ def check_leakage(splits, dropped, args) -> dict:
                        f"pairs (see preprocess_report.md); {dups['action']}")
     if args.drop_test_duplicates:
         dropped += pp.drop_test_duplicates(splits, dups)
-        pp.check_split(splits, hint="--drop_test_duplicates")
+        with cli_flag("--drop_test_duplicates"):
+            pp.check_split(splits, hint="which test photos duplicate train photos, or add photos")
     return dups
 
 
@@ -120,14 +129,14 @@ def crop_settings(args) -> pp.CropSettings:
         max_pixels=args.max_pixels, detect_max_side=args.detect_max_side)
 
 
-def report_and_sheets(staging, scan, splits, dropped, class_names, dropped_classes, dups, timing, settings, args):
-    report = pp.build_report(splits, dropped, class_names, dropped_classes, dups, timing, settings,
+def report_and_sheets(staging, scan, data: dict, *, duplicates: dict, timing: dict, settings, args) -> dict:
+    report = pp.build_report(**data, duplicates=duplicates, timing=timing, settings=settings,
                              extra={"input": args.dataset_name or str(args.input_dir), "test_size": args.test_size,
                                     "seed": args.seed, "presplit": scan.presplit, "layout": scan.layout})
-    by_class = {c: [r for r in splits["train"] if r["label"] == c] for c in class_names}
+    by_class = {c: [r for r in data["splits"]["train"] if r["label"] == c] for c in data["class_names"]}
     paths = {im.source: im.path for im in scan.images}
     pp.write_report(staging, report, pp.contact_sheet(by_class, staging, max(settings.resolutions)),
-                    pp.rejects_sheet(dropped, paths, settings.max_pixels))
+                    pp.rejects_sheet(data["dropped"], paths, settings.max_pixels))
     return report
 
 
@@ -151,20 +160,20 @@ def main(args):
     except KeyboardInterrupt:
         logger.warning(f"interrupted; the photos done so far are kept in {staging}: rerun the same command to resume")
         sys.exit(130)
-    splits, class_names, dropped_classes, dropped = split_and_check(results, scan, args)
-    dups = check_leakage(splits, dropped, args)
-    written = pp.write_resolutions(splits, class_names, settings.resolutions, staging)
+    data = split_and_check(results, scan, args)
+    dups = check_leakage(data, args)
+    written = pp.write_resolutions(data["splits"], data["class_names"], settings.resolutions, staging)
     timing["wall_s"] = round(time.perf_counter() - start, 2)
-    report = report_and_sheets(staging, scan, splits, dropped, class_names, dropped_classes, dups, timing,
-                               settings, args)
+    report = report_and_sheets(staging, scan, data, duplicates=dups, timing=timing, settings=settings, args=args)
     for tmp in ("crops", "hub_raw"):  # intermediate files; detections.jsonl stays as the per-photo record
         shutil.rmtree(staging / tmp, ignore_errors=True)
     publish_dir(staging, out)
     logger.info(f"wrote {out}: kept {report['totals']['kept']}, dropped {report['totals']['dropped']}, "
                 f"{timing['images_per_s']} photos/s, {timing['wall_s']} s")
     if args.push_to_hub:
-        pp.push_resolutions(written, args.hub_dataset_id, token=args.hub_token, private=args.hub_private,
-                            report_dir=out)
+        with cli_flag("--hub_dataset_id"):
+            pp.push_resolutions(written, args.hub_dataset_id, token=args.hub_token, private=args.hub_private,
+                                report_dir=out)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ from kface.diffusion_training import (create_ema, denoising_loss, drop_labels, e
                                       sample_class_grid, save_class_grid, save_pipeline, step_draws,
                                       write_model_card)
 from kface.distributed import check_replicas
-from kface.utils.errors import KfaceError, run_cli
+from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, check_writable_dir
-from kface.memory_data import in_memory_loaders
+from kface.data.memory import in_memory_loaders
 from kface.utils.outputs import keep_or_resume_training
 from kface.pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, make_scheduler
 from kface.sampling import check_inference_steps
@@ -256,8 +256,9 @@ def main(args) -> None:
     keep_or_resume_training(out, ["model_index.json"], resume, args.overwrite)  # the pipeline, or a checkpoint
     if args.cond_drop_prob == 0 and args.validation_guidance != 1.0:
         logger.warning("--cond_drop_prob 0 trains no null class: guidance != 1 samples from an untrained one")
-    ds = load_image_dataset(args.dataset, args.resolution)
-    require_splits(ds, ["train"], "--dataset", args.dataset)
+    with cli_flag("--dataset"):
+        ds = load_image_dataset(args.dataset, args.resolution)
+        require_splits(ds, ["train"], name=args.dataset)
     names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
     unet, noise_scheduler = build_model(args, names, resolution)
     if resume:  # GroupNorm weights are per channel: another norm_num_groups would load without an error

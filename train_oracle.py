@@ -31,10 +31,10 @@ from kface.utils.args import (add_data_args, add_hub_args, add_training_args, be
 from kface.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
 from kface.data import class_names, load_image_dataset, require_classes, require_splits
 from kface.distributed import check_replicas
-from kface.utils.errors import KfaceError, run_cli
+from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, atomic_write_text, check_writable_dir
-from kface.memory_data import in_memory_loaders
+from kface.data.memory import in_memory_loaders
 from kface.utils.outputs import keep_or_replace, keep_or_resume_training
 from kface.metrics import classification_metrics
 from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, predict_logits,
@@ -97,7 +97,7 @@ def check_args(args) -> None:
 
 
 def make_loaders(args, splits: dict, resolution: int) -> dict:
-    if args.in_memory:  # decoded once, augmented per batch on the device (kface.memory_data)
+    if args.in_memory:  # decoded once, augmented per batch on the device (kface.data.memory)
         return in_memory_loaders(splits, resolution, args.train_batch_size, args.eval_batch_size,
                                  args.dataloader_num_workers, PartialState().device, random_flip=args.random_flip,
                                  translate=args.translate, scale=args.scale, color_jitter=args.color_jitter,
@@ -205,10 +205,11 @@ def train(args, model_name: str, out: Path) -> dict:
     accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
                                     args.report_to)
     keep_or_resume_training(out, ORACLE_RESULTS, resume, args.overwrite)
-    ds = load_image_dataset(args.dataset, args.resolution)
-    require_splits(ds, ["train", "test"], "--dataset", args.dataset)
-    names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
-    require_classes(names, "--dataset", args.dataset)
+    with cli_flag("--dataset"):
+        ds = load_image_dataset(args.dataset, args.resolution)
+        require_splits(ds, ["train", "test"], name=args.dataset)
+        names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
+        require_classes(names, name=args.dataset)
     train_ds, val_ds = split_validation(ds["train"], args.val_fraction, args.seed)
     small = use_small_stem(args.small_input_stem, resolution)
     model = create_classifier(model_name, len(names), small, args.pretrained, args.resume_weights)
@@ -251,11 +252,13 @@ def evaluate_only(args) -> None:
     keep_or_replace(out, ["metrics.json"], args.overwrite, remove=False)
     accelerator = build_accelerator(out, args.seed, args.mixed_precision, report_to="none")
     oracle = load_oracle(args.oracle)
-    ds = load_image_dataset(args.dataset, args.resolution or oracle.resolution)
+    with cli_flag("--dataset"):
+        ds = load_image_dataset(args.dataset, args.resolution or oracle.resolution)
     if args.split not in ds:
         raise KfaceError(f"--split {args.split}: {args.dataset} has splits {list(ds)}")
     names = class_names(ds)
-    require_classes(names, "--dataset", args.dataset)
+    with cli_flag("--dataset"):
+        require_classes(names, name=args.dataset)
     if names != oracle.class_names:
         raise KfaceError(f"--oracle {args.oracle} knows classes {oracle.class_names[:5]}... ({len(oracle.class_names)})"
                          f" but --dataset has {names[:5]}... ({len(names)}); evaluate on a dataset of the same ids")

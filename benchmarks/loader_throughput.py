@@ -119,7 +119,7 @@ def unet_rates(preset: str, batch: int, steps: int) -> dict:
 def main(args) -> None:
     from datasets import load_from_disk
 
-    from kface.memory_data import in_memory_loaders
+    from kface.data.memory import in_memory_loaders
     from kface.training import image_loaders
 
     torch.set_num_threads(args.threads)

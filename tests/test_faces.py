@@ -1,10 +1,10 @@
-"""kface.faces: MTCNN on real photos, face selection, and the margin / square / padding arithmetic."""
+"""kface.data.faces: MTCNN on real photos, face selection, and the margin / square / padding arithmetic."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from kface import faces
+from kface.data import faces
 
 
 @pytest.fixture(scope="module")

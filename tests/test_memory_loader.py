@@ -1,4 +1,4 @@
-"""kface.memory_data (--in_memory): the same pixels as the per-image path, torchvision's augmentations in batched
+"""kface.data.memory (--in_memory): the same pixels as the per-image path, torchvision's augmentations in batched
 form, the same batches per rank and per epoch under accelerate, and both trainers running with the flag."""
 
 import json
@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from torchvision.transforms.v2 import functional as F
 
-from kface.memory_data import BatchAugment, InMemoryImages, affine, color_jitter, flip, in_memory_loaders, keep_batch
+from kface.data.memory import BatchAugment, InMemoryImages, affine, color_jitter, flip, in_memory_loaders, keep_batch
 from kface.training import image_loaders
 
 pytestmark = pytest.mark.one_thread

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import preprocess as script
-from kface import preprocessing as pp
-from kface.utils.errors import KfaceError
+from kface.data import preprocess as pp
+from kface.utils.errors import InputError, KfaceError
 from kface.utils.names import MAX_NAME_BYTES, UnsafeName, class_folder, class_folders, folder_key
 from kface.samples import read_samples
 
@@ -79,7 +79,7 @@ def hub_stand_in(monkeypatch):
     """datasets.load_dataset reads a saved DatasetDict instead of the Hub (no network here)."""
     import datasets
 
-    monkeypatch.setattr(datasets, "load_dataset", lambda name: datasets.load_from_disk(name))
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None: datasets.load_from_disk(path))
 
 
 def run_preprocess(*argv):
@@ -117,7 +117,7 @@ def test_folder_scan_refuses_unusable_folder_names(tmp_path):
         for f in folders:
             (root / f).mkdir(parents=True)
             Image.new("RGB", (8, 8)).save(root / f / "x.png")
-        with pytest.raises(KfaceError, match=f"--input_dir {root}.*{why}"):
+        with pytest.raises(InputError, match=f"{root}: .*{why}"):  # the library names the folder
             pp.scan_image_folder(root)
 
 

@@ -181,7 +181,7 @@ def test_train_oracle_end_to_end(tiny_dataset, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra, message", [
-    (["--dataset", "/no/such/folder"], "--dataset /no/such/folder"),
+    (["--dataset", "/no/such/folder"], "--dataset: /no/such/folder"),
     (["--eval_only", "--oracle", "{empty}"], "not an oracle folder"),
     (["--pretrained"], "HF_HUB_OFFLINE"),
 ])

@@ -1,4 +1,4 @@
-"""preprocess.py and kface.preprocessing: bad input, split, leakage, resume, errors, end to end."""
+"""preprocess.py and kface.data.preprocess: bad input, split, leakage, resume, errors, end to end."""
 
 import io
 import json
@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 import preprocess as script
-from kface import faces
-from kface import preprocessing as pp
-from kface.utils.errors import KfaceError
+from kface.data import faces
+from kface.data import preprocess as pp
+from kface.utils.errors import InputError, KfaceError
 
 from conftest import run_script as _run_script
 
@@ -177,7 +177,7 @@ def test_assign_splits_ignores_scan_order_and_checks_class_sizes():
     b = pp.assign_splits(rows[::-1], presplit=False, test_size=0.2, seed=0)
     assert a == b
     assert len(a["test"]) == 3 and {r["label"] for r in a["test"]} == {"p", "q"}  # ceil(12 * 0.2)
-    with pytest.raises(KfaceError, match=r"class 'q' has only 4 usable photo\(s\); --test_size 0.2 needs at least 5"):
+    with pytest.raises(InputError, match=r"class 'q' has only 4 usable photo\(s\); test_size=0.2 needs at least 5"):
         pp.assign_splits(rows[:-2], presplit=False, test_size=0.2, seed=0)
 
 
@@ -325,7 +325,7 @@ def test_error_empty_input(tmp_path):
 def test_error_unknown_hub_dataset_offline(tmp_path):
     proc = run_script(["preprocess.py", "--dataset_name", "kface-nobody/no-such-photos", "--output_dir",
                        tmp_path / "out"], check=False)
-    assert len(_one_line_error(proc, "--dataset_name kface-nobody/no-such-photos", "HF_HUB_OFFLINE")) == 1
+    assert len(_one_line_error(proc, "--dataset_name: kface-nobody/no-such-photos", "HF_HUB_OFFLINE")) == 1
     assert not (tmp_path / "out.incomplete").exists()
 
 
@@ -378,13 +378,13 @@ def _iou(a, b):
 
 @pytest.mark.slow
 def test_synthetic_photos_end_to_end(tmp_path):
-    synthetic = pytest.importorskip("kface.synthetic", reason="kface.synthetic is not written yet")
+    synthetic = pytest.importorskip("kface.data.synthetic", reason="kface.data.synthetic is not written yet")
     pytest.importorskip("mtcnn")
     from datasets import ClassLabel, Image as ImageFeature
 
     from kface.data import class_names, load_image_dataset
 
-    synthetic.generate(tmp_path / "raw", num_identities=3, images_per_identity=15, seed=0, num_workers=1)
+    synthetic.generate(tmp_path / "raw", num_identities=3, images_per_identity=15, seed=0, num_workers=0)
     run_script(["preprocess.py", "--input_dir", tmp_path / "raw", "--output_dir", tmp_path / "out",
                 "--resolutions", "32", "64", "--num_workers", "2"], launch=True)  # the docstring's command
     report = json.loads((tmp_path / "out" / "preprocess_report.json").read_text())

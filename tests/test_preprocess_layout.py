@@ -51,5 +51,5 @@ def test_train_folder_alone_is_split_here_stratified(tmp_path):
 
 def test_test_folder_alone_is_still_refused(tmp_path):
     photos(tmp_path / "raw" / "test", {"0001": 5, "0002": 5})
-    with pytest.raises(KfaceError, match="has test/ but not train/"):
+    with pytest.raises(KfaceError, match="--input_dir: .* has test/ but not train/"):
         run("--input_dir", tmp_path / "raw", "--output_dir", tmp_path / "out")

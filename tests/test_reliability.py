@@ -222,7 +222,7 @@ def test_evaluate_single_dataset_instead_of_a_datasetdict(bad_datasets, tiny_ora
 
 def test_train_ddpm_missing_dataset_path(tmp_path, capsys):
     code, last = cli("train_ddpm", ["--dataset", tmp_path / "nowhere", "--output_dir", tmp_path / "o"], capsys)
-    assert_one_line(code, last, f"--dataset {tmp_path / 'nowhere'} does not exist")
+    assert_one_line(code, last, f"--dataset: {tmp_path / 'nowhere'} does not exist")
 
 
 def test_train_ddpm_resolution_absent_from_a_preprocess_folder(tiny_dataset, tmp_path, model_config, capsys):

@@ -1,4 +1,4 @@
-"""kface.synthetic: determinism, layout, annotations, look-alike pairs, scene statistics, atomic publish."""
+"""kface.data.synthetic: determinism, layout, annotations, look-alike pairs, scene statistics, atomic publish."""
 
 import json
 import math
@@ -10,8 +10,9 @@ from PIL import Image
 from scipy import stats
 
 from conftest import run_script
-from kface import synthetic
-from kface.utils.errors import KfaceError
+from kface.data import synthetic
+from kface.data.synthetic import cli as synthetic_cli
+from kface.utils.errors import InputError, KfaceError
 from kface.utils.io import staging_dir
 
 SMALL = dict(num_identities=4, images_per_identity=10, test_fraction=0.2, seed=3)
@@ -31,14 +32,14 @@ def small_run(tmp_path_factory):
 def test_deterministic_across_runs_and_worker_counts(small_run, tmp_path):
     out, _ = small_run
     again = tmp_path / "again"
-    synthetic.generate(again, num_workers=1, **SMALL)
+    synthetic.generate(again, num_workers=0, **SMALL)
     first, second = _files(out), _files(again)
     assert sorted(first) == sorted(second)
     assert len([k for k in first if k.endswith(".jpg")]) == 4 * 10
     differing = [k for k in first if first[k] != second[k]]
     assert differing == [], differing
     other_seed = tmp_path / "other_seed"
-    synthetic.generate(other_seed, num_workers=1, **{**SMALL, "seed": 4})
+    synthetic.generate(other_seed, num_workers=0, **{**SMALL, "seed": 4})
     assert _files(other_seed)["annotations.jsonl"] != first["annotations.jsonl"]
 
 
@@ -125,9 +126,9 @@ def test_scene_statistics_match_configured_rates(monkeypatch):
         return Image.new("RGBA", (size, size)), [size * 0.3, size * 0.3, size * 0.35, size * 0.35], {
             k: (size * 0.45, size * 0.45) for k in synthetic.KEYPOINTS}
 
-    monkeypatch.setattr(synthetic, "render_face", cheap_face)
-    monkeypatch.setattr(synthetic, "_background", lambda rng, w, h: Image.new("RGB", (w, h)))
-    monkeypatch.setattr(synthetic, "_photometric", lambda img, rng: img)
+    monkeypatch.setattr(synthetic.scenes, "render_face", cheap_face)
+    monkeypatch.setattr(synthetic.scenes, "_background", lambda rng, w, h: Image.new("RGB", (w, h)))
+    monkeypatch.setattr(synthetic.scenes, "_photometric", lambda img, rng: img)
     ids = synthetic.all_identities(0, 10)
     n, counts = 1500, {"none": 0, "two": 0, "occluded": 0}
     for k in range(n):
@@ -160,43 +161,55 @@ def test_failure_leaves_no_output_and_a_rerun_resumes(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "render_scene", flaky)
+    monkeypatch.setattr(synthetic.dataset, "render_scene", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
-        synthetic.generate(out, num_workers=1, **SMALL)
+        synthetic.generate(out, num_workers=0, **SMALL)
     assert not out.exists()
     assert len(list(staging_dir(out).rglob("*.jpg"))) == 11
-    with pytest.raises(KfaceError, match="other settings"):
-        synthetic.generate(out, num_workers=1, **{**SMALL, "seed": 99})
-    monkeypatch.setattr(synthetic, "render_scene", original)
-    synthetic.generate(out, num_workers=1, **SMALL)
+    with pytest.raises(InputError, match="holds an interrupted run with other settings"):
+        synthetic.generate(out, num_workers=0, **{**SMALL, "seed": 99})
+    monkeypatch.setattr(synthetic.dataset, "render_scene", original)
+    synthetic.generate(out, num_workers=0, **SMALL)
     clean = tmp_path / "clean"
-    synthetic.generate(clean, num_workers=1, **SMALL)
+    synthetic.generate(clean, num_workers=0, **SMALL)
     assert _files(out) == _files(clean) and not staging_dir(out).exists()
 
 
 def test_refuses_existing_output_unless_overwrite(small_run, tmp_path):
     out = tmp_path / "raw"
-    synthetic.generate(out, num_workers=1, **{**SMALL, "images_per_identity": 2})
-    with pytest.raises(KfaceError, match="--overwrite"):
-        synthetic.generate(out, num_workers=1, **{**SMALL, "images_per_identity": 2})
-    summary = synthetic.generate(out, num_workers=1, overwrite=True, **{**SMALL, "images_per_identity": 3})
+    synthetic.generate(out, num_workers=0, **{**SMALL, "images_per_identity": 2})
+    with pytest.raises(InputError, match="already exists and is not empty; pass overwrite=True"):
+        synthetic.generate(out, num_workers=0, **{**SMALL, "images_per_identity": 2})
+    summary = synthetic.generate(out, num_workers=0, overwrite=True, **{**SMALL, "images_per_identity": 3})
     assert summary["images"] == 12 and len(list(out.rglob("*.jpg"))) == 12
-    proc = run_script(["-m", "kface.synthetic", "--output_dir", str(out), "--num_identities", "4",
+    proc = run_script(["-m", "kface.data.synthetic", "--output_dir", str(out), "--num_identities", "4",
                        "--images_per_identity", "2", "--num_workers", "1"], check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        f"error: --output_dir {out} already exists and is not empty; "
-        "pass --overwrite to replace it or choose another folder"]
+        f"error: --output_dir {out} already holds generated photos; pass --overwrite to replace it, "
+        "or choose another --output_dir"]
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--num_identities", "1"], "--num_identities 1"),
     (["--min_size", "300", "--max_size", "200"], "--min_size/--max_size 300/200"),
-    (["--no_face_rate", "0.6", "--second_face_rate", "0.5"], "--second_face_rate plus --no_face_rate"),
+    (["--no_face_rate", "0.6", "--second_face_rate", "0.5"],
+     "--second_face_rate 0.5 and --no_face_rate 0.6: must add up to less than 1"),
 ])
 def test_cli_rejects_bad_options(flags, message, tmp_path):
     with pytest.raises(KfaceError, match=message.replace("+", r"\+")):
-        synthetic.main(synthetic.parse_args(["--output_dir", str(tmp_path / "x")] + flags))
+        synthetic_cli.main(synthetic_cli.parse_args(["--output_dir", str(tmp_path / "x")] + flags))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"num_identities": 1}, "num_identities=1: need at least 2"),
+    ({"image_size": (300, 200)}, r"image_size=\(300, 200\): need 96 <= min_size <= max_size <= 1024"),
+    ({"no_face_rate": 0.6, "second_face_rate": 0.5}, "second_face_rate=0.5 and no_face_rate=0.6: must add up to less"),
+])
+def test_generate_names_the_parameter(options, message, tmp_path):
+    with pytest.raises(InputError, match=message) as err:
+        synthetic.generate(tmp_path / "x", num_workers=0, **{**SMALL, **options})
+    assert "--" not in str(err.value) and not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow

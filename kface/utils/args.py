@@ -133,7 +133,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--in_memory", action="store_true",
                    help="Decode each split once into a uint8 tensor (3 KB per 32 px image: 10,000 crops are 30 MB; "
                         "on the training device with --dataloader_num_workers 0) and augment whole batches there "
-                        "(kface.memory_data). Off: decode and augment image by image on every step.")
+                        "(kface.data.memory). Off: decode and augment image by image on every step.")
 
 
 def add_training_args(parser: argparse.ArgumentParser, epochs: int = 30, batch_size: int = 64,

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 def decode_split(dataset, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 NCHW images, int64 labels) of a Dataset with ``image`` and ``label`` columns, resized as the
     per-image path resizes (kface.training.image_transform without augmentation)."""
-    from .training import image_transform
+    from ..training import image_transform
 
     transform = image_transform(resolution, train=False)
     images = torch.empty((len(dataset), 3, resolution, resolution), dtype=torch.uint8)
@@ -118,7 +118,7 @@ class BatchAugment:
     as torchvision v2 draws them (see the module docstring); ``robust_augment > 0``: then kface.nuisance's
     per-image transforms, on the CPU (JPEG and the custom steps have no batched form)."""
 
-    def __init__(self, random_flip: bool = True, translate: float = 0.0, scale: float = 0.0,
+    def __init__(self, *, random_flip: bool = True, translate: float = 0.0, scale: float = 0.0,
                  color_jitter: float = 0.0, robust_augment: float = 0.0):
         self.random_flip, self.translate, self.scale = random_flip, translate, scale
         self.color_jitter, self.robust_augment = color_jitter, robust_augment
@@ -126,7 +126,7 @@ class BatchAugment:
         if robust_augment > 0:
             from torchvision.transforms import v2
 
-            from .nuisance import robust_augmentations
+            from ..nuisance import robust_augmentations
 
             self.robust = v2.Compose(robust_augmentations(robust_augment))
 

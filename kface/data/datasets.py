@@ -1,0 +1,135 @@
+"""Loading the face datasets that preprocess.py writes, from a local folder or the Hugging Face Hub.
+
+Storage layout (documented in README): preprocess.py writes one ``DatasetDict`` per resolution,
+``<output_dir>/32px`` and ``<output_dir>/64px``, each with ``train`` and ``test`` splits and the same
+columns (``image``, ``label`` as ClassLabel, ``source``, ``box``, ``confidence``, ``num_faces``, ``padded``).
+On the Hub the same resolutions are configs of one dataset repo: ``load_dataset(repo_id, "32px")``.
+
+Errors are :class:`~kface.utils.errors.InputError`, naming the dataset and the fix; a script adds its flag
+(``with cli_flag("--dataset"): ...``).
+"""
+
+from pathlib import Path
+
+from ..utils.errors import InputError
+from ..utils.hub import is_hub_id
+
+
+def resolution_config(resolution: int) -> str:
+    """Name of the sub-folder (local) and config (Hub) that holds one resolution."""
+    return f"{int(resolution)}px"
+
+
+def load_image_dataset(path_or_id: str, resolution: int | None = None):
+    """Load a ``DatasetDict`` with ``image`` and ``label`` columns.
+
+    ``path_or_id`` is a folder written by ``save_to_disk`` (or by preprocess.py, in which case
+    ``resolution`` picks the ``<res>px`` sub-folder), or a Hub dataset id (``resolution`` picks the config).
+    """
+    from datasets import DatasetDict, load_from_disk
+
+    path = Path(path_or_id)
+    if path.exists():
+        if resolution is not None and (path / resolution_config(resolution)).is_dir():
+            path = path / resolution_config(resolution)
+        if not (path / "dataset_dict.json").exists():
+            hint = _resolution_hint(path, resolution)
+            raise InputError(f"{path} is not a saved DatasetDict (no dataset_dict.json){hint}")
+        try:
+            ds = load_from_disk(str(path))
+        except IndexError:  # datasets cannot read back a split saved without rows (no data files)
+            if not (empty := empty_saved_splits(path)):
+                raise
+            raise InputError(f"{path}: the '{empty[0]}' split is empty; give a dataset with images in it") from None
+    else:
+        if not is_hub_id(path_or_id):
+            raise InputError(f"{path_or_id} does not exist; give a folder from preprocess.py or a Hub id (owner/name)")
+        ds = hub_dataset(str(path_or_id), resolution_config(resolution) if resolution is not None else None)
+    if not isinstance(ds, DatasetDict):
+        raise InputError(f"{path_or_id} holds a single Dataset; save a DatasetDict with train and test splits")
+    check_columns(ds, name=str(path_or_id))
+    return ds
+
+
+def _resolution_hint(path: Path, resolution: int | None) -> str:
+    found = sorted(p.name for p in path.glob("*px") if (p / "dataset_dict.json").exists())
+    if found and resolution is not None:
+        return (f"; it has no {resolution_config(resolution)}/ but holds {found}: ask for one of those resolutions, "
+                f"or rerun preprocess.py with --resolutions {resolution}")
+    if found:
+        return f"; it holds resolutions {found}: give a resolution"
+    return "; run preprocess.py first to make one"
+
+
+def hub_dataset(repo_id: str, config: str | None = None):
+    """``load_dataset(repo_id, config)``, or one InputError for every way that fails (offline, unknown repo, no
+    access, missing config: all end the same way for the user)."""
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(repo_id, config)
+    except Exception as err:
+        raise InputError(f"{repo_id}: could not load it from the Hugging Face Hub "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check the id "
+                         "and your network, and unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE if set; or give a local "
+                         "folder") from None
+
+
+def require_columns(ds, name: str) -> None:
+    """Every split of ``ds`` (called ``name`` in errors) has an ``image`` and a ``label`` column."""
+    for split, d in ds.items():
+        missing = [c for c in ("image", "label") if c not in d.column_names]
+        if missing:
+            raise InputError(f"{name}: split '{split}' lacks column(s) {missing} (has {d.column_names}); "
+                             "kface expects an 'image' and a 'label' column")
+
+
+def check_columns(ds, name: str) -> None:
+    """:func:`require_columns`, and ``image`` is an Image feature and ``label`` a ClassLabel."""
+    from datasets import ClassLabel, Image
+
+    require_columns(ds, name)
+    for split, d in ds.items():
+        if not isinstance(d.features["image"], Image):
+            raise InputError(f"{name}: column 'image' of split '{split}' is not an Image feature")
+        if not isinstance(d.features["label"], ClassLabel):
+            raise InputError(f"{name}: column 'label' of split '{split}' is not a ClassLabel; "
+                             "cast it with ds.cast_column('label', ClassLabel(names=[...]))")
+
+
+def class_names(ds) -> list[str]:
+    split = "train" if "train" in ds else next(iter(ds))
+    return list(ds[split].features["label"].names)
+
+
+def require_splits(ds, splits, *, name: str = "") -> None:
+    """Fail before any work unless ``ds`` (called ``name`` in errors) has each of ``splits``, none of them empty."""
+    missing = [s for s in splits if s not in ds]
+    if missing:
+        raise InputError(
+            f"{name}: no {' or '.join(repr(s) for s in missing)} split (has {list(ds)}); kface needs "
+            f"{' and '.join(repr(s) for s in splits)}: rename them (e.g. DatasetDict(train=ds['train'], "
+            "test=ds['validation']).save_to_disk(...)) or let preprocess.py --dataset_name make a stratified split"
+        )
+    empty = [s for s in splits if len(ds[s]) == 0]
+    if empty:
+        raise InputError(f"{name}: the '{empty[0]}' split is empty; give a dataset with images in it")
+
+
+def require_classes(names: list[str], *, name: str = "", minimum: int = 2) -> None:
+    """An oracle over one class is right by construction (accuracy 1, RCA 1): refuse it instead."""
+    if len(names) < minimum:
+        raise InputError(f"{name} has {len(names)} class(es) {names}: an identity oracle needs at least "
+                         f"{minimum} (with one, every accuracy and RCA is 1.0 by construction); give a dataset of "
+                         f"{minimum} or more identities")
+
+
+def empty_saved_splits(path) -> list[str]:
+    """Splits of a ``save_to_disk`` folder that hold no data files (saved with zero rows)."""
+    import json
+
+    try:
+        splits = json.loads((Path(path) / "dataset_dict.json").read_text())["splits"]
+        return [s for s in splits if not json.loads((Path(path) / s / "state.json").read_text())["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
