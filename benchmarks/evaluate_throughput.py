@@ -72,7 +72,7 @@ def best_rate(fn, n: int, repeats: int) -> float:
 
 
 def main(args):
-    from kface.features import oracle_outputs
+    from kface.eval.features import oracle_outputs
 
     oracle = build_oracle(args)
     images = np.random.default_rng(0).integers(0, 256, (args.images, 3, args.resolution, args.resolution),

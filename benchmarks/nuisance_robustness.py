@@ -1,5 +1,5 @@
 """Oracles (e.g. plain and --robust_augment) side by side on real test images, clean and under each
-low-level degradation of kface.nuisance: colour, high frequency (noise or blur), background, all.
+low-level degradation of kface.eval.nuisance: colour, high frequency (noise or blur), background, all.
 
 The degradations match the real test split to a target set: a samples folder (``--samples``, what
 evaluate.py's oracle-nuisance diagnostic does) or, without one, a reference shift of the kind a small
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kface import nuisance as N
+from kface.eval import nuisance as N
 from kface.data import load_image_dataset
 from kface.oracle import load_oracle
 from kface.samples import match_resolution, read_dataset_split, read_samples

@@ -48,7 +48,7 @@ def parse_args():
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Dowson & Landau 1982; the FID formula).
 
-    The fallback when kface.features (evaluate.py's) is not there."""
+    The fallback when kface.eval.features (evaluate.py's) is not there."""
     from scipy import linalg
 
     covmean = linalg.sqrtm(sigma1 @ sigma2)
@@ -61,7 +61,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 def fd_function():
     try:  # evaluate.py's, so that the numbers are the ones evaluate.py reports
-        from kface.features import frechet_distance as shared
+        from kface.eval.features import frechet_distance as shared
         return shared
     except ImportError:
         return frechet_distance
@@ -110,7 +110,7 @@ def score(out: Path, oracle, real_stats, oracle_names: list[str]) -> dict:
         images.append(read_images(out, c["folder"], range(c["seeds"][0], c["seeds"][1] + 1)))
         labels += [oracle_names.index(c["name"])] * c["count"]
     from kface.calibration import colour_stats
-    from kface.nuisance import hf_residual_var, to_float
+    from kface.eval.nuisance import hf_residual_var, to_float
 
     images = np.concatenate(images)
     preds, feats = oracle_outputs(oracle, images)

@@ -19,7 +19,7 @@ def tiny_oracle(tiny_dataset, tmp_path_factory):
     from datasets import load_from_disk
     from sklearn.linear_model import LogisticRegression
 
-    from kface.features import oracle_outputs
+    from kface.eval.features import oracle_outputs
     from kface.oracle import Oracle, create_classifier, oracle_config, save_oracle
 
     ds = load_from_disk(str(tiny_dataset))
@@ -208,7 +208,7 @@ def test_class_order_mismatch_is_named():
 def test_model_card_has_model_index_results():
     from huggingface_hub import ModelCard
 
-    from kface.report import updated_model_card
+    from kface.eval.report import updated_model_card
     from kface.samples import pipeline_hub_id
 
     metrics = {"identity": {"rca": 0.27, "accuracy_gen": 0.2077, "accuracy_real": 0.77},

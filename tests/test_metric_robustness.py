@@ -9,12 +9,12 @@ import pytest
 import scipy.linalg
 import torch
 
-from kface.features import frechet_distance, frechet_distance_features, per_class_frechet
-from kface.rca import bootstrap_rca, relative_classification_accuracy
-from kface.report import table4
+from kface.eval.features import frechet_distance, frechet_distance_features, per_class_frechet
+from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
+from kface.eval.report import table4
 from kface.samples import ImageSet
-from kface.visual_metrics import (INCEPTION_FILE, INCEPTION_SHA256_ENV, Unavailable, inception_file,
-                                  inception_score, inception_score_splits, visual_metrics)
+from kface.eval.visual_metrics import (INCEPTION_FILE, INCEPTION_SHA256_ENV, Unavailable, inception_file,
+                                       inception_score, inception_score_splits, visual_metrics)
 
 torch.set_num_threads(1)
 

@@ -1,11 +1,11 @@
-"""kface.metrics against sklearn and hand computations."""
+"""kface.eval.classification against sklearn and hand computations."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, log_loss
 
-from kface.metrics import (classification_metrics, confusion_counts, expected_calibration_error, normalise_rows,
-                           per_class_prf)
+from kface.eval.classification import (classification_metrics, confusion_counts, expected_calibration_error,
+                                       normalise_rows, per_class_prf)
 
 
 def _random_predictions(seed, n=200, k=5):
@@ -76,7 +76,7 @@ def test_perfectly_calibrated_and_confident_extremes():
 def test_plots_write_pngs_of_the_expected_layout(tmp_path):
     from PIL import Image
 
-    from kface.plots import save_confusion_heatmap, save_image_grid
+    from kface.eval.plots import save_confusion_heatmap, save_image_grid
 
     save_confusion_heatmap(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "cm.png")
     images = np.zeros((6, 3, 16, 16), dtype=np.uint8)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from kface.features import extract
+from kface.eval.features import extract
 from kface.samples import ImageSet
-from kface.visual_metrics import (InceptionDetector, Unavailable, inception_score,
-                                  kernel_inception_distance, load_lpips, lpips_diversity, visual_metrics)
+from kface.eval.visual_metrics import (InceptionDetector, Unavailable, inception_score,
+                                       kernel_inception_distance, load_lpips, lpips_diversity, visual_metrics)
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .utils.io import atomic_path
+from ..utils.io import atomic_path
 
 
 def _figure(width: float, height: float):
