@@ -122,10 +122,10 @@ def compute_identity(args, oracle, gen, real, names, device, degraded=None) -> d
     """The oracle pass over both sets, then RCA, its bootstrap intervals, the oracle Fréchet distance and,
     given ``degraded`` real images, the oracle-nuisance diagnostic and nuisance-matched RCA."""
     progress = PartialState().is_local_main_process
-    real_logits, real_feats = oracle_outputs(oracle, real.images, args.batch_size, device, args.mixed_precision,
-                                             progress)
-    gen_logits, gen_feats = oracle_outputs(oracle, gen.images, args.batch_size, device, args.mixed_precision,
-                                           progress)
+    pass_kwargs = dict(batch_size=args.batch_size, device=device, mixed_precision=args.mixed_precision,
+                       progress=progress)
+    real_logits, real_feats = oracle_outputs(oracle, real.images, **pass_kwargs)
+    gen_logits, gen_feats = oracle_outputs(oracle, gen.images, **pass_kwargs)
     ident = relative_classification_accuracy(gen_logits.argmax(1), gen.labels, class_names=names,
                                              real_predictions=real_logits.argmax(1), real_references=real.labels)
     out = {"identity": ident}

@@ -132,7 +132,7 @@ def test_mixed_samples_match_an_independent_oracle_pass(tmp_path, tiny_dataset, 
                              "--lpips_pairs", "10"))
     metrics = json.loads((out / "metrics.json").read_text())
     ident, vis = metrics["identity"], metrics["visual"]
-    assert "--inception_weights" in vis["fid"]["skipped"] and "skipped" in vis["inception_score"]
+    assert "inception_weights" in vis["fid"]["skipped"] and "skipped" in vis["inception_score"]
     assert set(vis["lpips"]["per_class"]) == set(names) and all(v > 0 for v in vis["lpips"]["per_class"].values())
     assert (out / "lpips_diversity.png").is_file() and "| Average |" in (out / "report.md").read_text()
     oracle = load_oracle(tiny_oracle)
