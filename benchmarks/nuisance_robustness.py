@@ -11,7 +11,6 @@ themselves (so identity is intact and every accuracy drop is the oracle's fragil
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from kface.eval import nuisance as N
 from kface.data import load_image_dataset
 from kface.oracle import load_oracle
 from kface.samples import match_resolution, read_dataset_split, read_samples
+from kface.utils.io import atomic_write_json
 
 
 def parse_args():
@@ -68,7 +68,7 @@ def main(args):
           f"{len(real.labels)} test images")
     print("\n".join(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"target": args.samples or "reference", "accuracy": results}, indent=1))
+        atomic_write_json(args.json, {"target": args.samples or "reference", "accuracy": results})
 
 
 if __name__ == "__main__":
