@@ -69,7 +69,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         warnings.simplefilter("ignore", linalg.LinAlgWarning)  # a singular product is what eps is added for
         try:
             fd = float(cleanfid_frechet_distance(mu1, sigma1, mu2, sigma2, eps=eps))
-        except ValueError as err:  # clean-fid's "Imaginary component <max |imag|>"
+        except ValueError as err:
+            if "Imaginary component" not in str(err):  # clean-fid's message for a square root it refuses
+                raise
             raise InputError(f"sigma1, sigma2: the covariance product's square root has an imaginary part ({err}): "
                              "the covariances are not valid (NaN or not PSD)") from None
     if printed.getvalue().strip():
