@@ -27,17 +27,17 @@ from accelerate.utils.environment import parse_flag_from_env
 from kface.utils.args import add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args
 from kface.data import class_names, load_image_dataset, require_classes
 from kface.utils.errors import KfaceError, cli_flag, run_cli
-from kface.features import oracle_outputs, per_class_frechet
+from kface.eval.features import oracle_outputs, per_class_frechet
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_writable_dir
 from kface.utils.outputs import keep_or_replace
-from kface.nuisance import degradations, degraded_accuracies, nuisance_matched_rca, oracle_predict, shift_summary
+from kface.eval.nuisance import degradations, degraded_accuracies, nuisance_matched_rca, oracle_predict, shift_summary
 from kface.oracle import load_oracle
-from kface.rca import bootstrap_rca, relative_classification_accuracy
-from kface.report import config_hash, package_versions, push_metrics_to_card, write_outputs
+from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
+from kface.eval.report import config_hash, package_versions, push_metrics_to_card, write_outputs
 from kface.samples import (check_class_names, check_sampled_classes, match_resolution, pipeline_hub_id,
                           read_dataset_split, read_samples)
-from kface.visual_metrics import FID_MODES, visual_metrics
+from kface.eval.visual_metrics import FID_MODES, visual_metrics
 
 logger = get_logger(__name__)
 
@@ -124,10 +124,10 @@ def compute_identity(args, oracle, gen, real, names, device, degraded=None) -> d
     """The oracle pass over both sets, then RCA, its bootstrap intervals, the oracle Fréchet distance and,
     given ``degraded`` real images, the oracle-nuisance diagnostic and nuisance-matched RCA."""
     progress = PartialState().is_local_main_process
-    real_logits, real_feats = oracle_outputs(oracle, real.images, args.batch_size, device, args.mixed_precision,
-                                             progress)
-    gen_logits, gen_feats = oracle_outputs(oracle, gen.images, args.batch_size, device, args.mixed_precision,
-                                           progress)
+    pass_kwargs = dict(batch_size=args.batch_size, device=device, mixed_precision=args.mixed_precision,
+                       progress=progress)
+    real_logits, real_feats = oracle_outputs(oracle, real.images, **pass_kwargs)
+    gen_logits, gen_feats = oracle_outputs(oracle, gen.images, **pass_kwargs)
     ident = relative_classification_accuracy(gen_logits.argmax(1), gen.labels, class_names=names,
                                              real_predictions=real_logits.argmax(1), real_references=real.labels)
     out = {"identity": ident}

@@ -36,10 +36,10 @@ from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, atomic_write_text, check_writable_dir
 from kface.data.memory import in_memory_loaders
 from kface.utils.outputs import keep_or_replace, keep_or_resume_training
-from kface.metrics import classification_metrics
+from kface.eval.classification import classification_metrics
 from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, predict_logits,
                           require_online, save_oracle, use_small_stem, warmup_param_groups, write_model_card)
-from kface.plots import save_confusion_heatmap
+from kface.eval.plots import save_confusion_heatmap
 from kface.train_monitor import TrainingMonitor
 from kface.training import (BestWeights, build_accelerator, checkpoint_due, image_loaders, phase_cosine_schedule,
                             resume_batches, split_validation)

@@ -52,7 +52,9 @@ def sync(device):
 
 @torch.no_grad()
 def bare_forward(oracle, images: np.ndarray, batch_size: int, device, mixed_precision: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    from kface.eval.features import autocast_dtype
+
+    dtype = autocast_dtype(mixed_precision)
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(images[start:start + batch_size]).to(device)
@@ -72,7 +74,7 @@ def best_rate(fn, n: int, repeats: int) -> float:
 
 
 def main(args):
-    from kface.features import oracle_outputs
+    from kface.eval.features import oracle_outputs
 
     oracle = build_oracle(args)
     images = np.random.default_rng(0).integers(0, 256, (args.images, 3, args.resolution, args.resolution),

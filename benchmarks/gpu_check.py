@@ -14,7 +14,7 @@ crash, an out-of-memory or a hang in one stage is written down and the next stag
   sample      --num_samples guided samples (w = --guidance_scale) with --sampler / --sampler_steps through
               sample.py's main, PNGs written, timed end to end. Target < 60 s. Uses the bf16 run's pipeline (fp16's,
               or a random-weight one, if that stage failed)
-  evaluate    evaluate.py's oracle pass (kface.features.oracle_outputs) against a bare forward, resnet34 32 px
+  evaluate    evaluate.py's oracle pass (kface.eval.features.oracle_outputs) against a bare forward, resnet34 32 px
               (random weights), as benchmarks/evaluate_throughput.py measures it. Target: ratio >= 0.9
 Each stage writes <output_dir>/<stage>.json (peak GPU memory: torch.cuda.max_memory_allocated) and its log to
 <output_dir>/logs/<stage>.log; summary.json says which ran and which met their targets.
@@ -296,7 +296,7 @@ def stage_evaluate(args, out: Path) -> dict:
     import torch
     from evaluate_throughput import best_rate, bare_forward, sync
 
-    from kface.features import oracle_outputs
+    from kface.eval.features import oracle_outputs
     from kface.oracle import Oracle, create_classifier, oracle_config
 
     s = sizes(args)

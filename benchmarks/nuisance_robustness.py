@@ -1,5 +1,5 @@
 """Oracles (e.g. plain and --robust_augment) side by side on real test images, clean and under each
-low-level degradation of kface.nuisance: colour, high frequency (noise or blur), background, all.
+low-level degradation of kface.eval.nuisance: colour, high frequency (noise or blur), background, all.
 
 The degradations match the real test split to a target set: a samples folder (``--samples``, what
 evaluate.py's oracle-nuisance diagnostic does) or, without one, a reference shift of the kind a small
@@ -11,16 +11,16 @@ themselves (so identity is intact and every accuracy drop is the oracle's fragil
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kface import nuisance as N
+from kface.eval import nuisance as N
 from kface.data import load_image_dataset
 from kface.oracle import load_oracle
 from kface.samples import match_resolution, read_dataset_split, read_samples
+from kface.utils.io import atomic_write_json
 
 
 def parse_args():
@@ -68,7 +68,7 @@ def main(args):
           f"{len(real.labels)} test images")
     print("\n".join(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"target": args.samples or "reference", "accuracy": results}, indent=1))
+        atomic_write_json(args.json, {"target": args.samples or "reference", "accuracy": results})
 
 
 if __name__ == "__main__":

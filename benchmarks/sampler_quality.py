@@ -45,28 +45,6 @@ def parse_args():
     return p.parse_args()
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Dowson & Landau 1982; the FID formula).
-
-    The fallback when kface.features (evaluate.py's) is not there."""
-    from scipy import linalg
-
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():  # singular product (few samples): regularise, as pytorch-fid does
-        offset = np.eye(len(sigma1)) * 1e-6
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
-
-
-def fd_function():
-    try:  # evaluate.py's, so that the numbers are the ones evaluate.py reports
-        from kface.features import frechet_distance as shared
-        return shared
-    except ImportError:
-        return frechet_distance
-
-
 @torch.no_grad()
 def oracle_outputs(oracle, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(predicted class, penultimate features) of uint8 NHWC images."""
@@ -76,10 +54,6 @@ def oracle_outputs(oracle, images: np.ndarray, batch: int = 256) -> tuple[np.nda
         preds.append(oracle.predict(x).argmax(1).numpy())
         feats.append(oracle.features(x).double().numpy())
     return np.concatenate(preds), np.concatenate(feats)
-
-
-def stats(features: np.ndarray):
-    return features.mean(0), np.cov(features, rowvar=False)
 
 
 def real_images(dataset: str, split: str, resolution: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -110,11 +84,12 @@ def score(out: Path, oracle, real_stats, oracle_names: list[str]) -> dict:
         images.append(read_images(out, c["folder"], range(c["seeds"][0], c["seeds"][1] + 1)))
         labels += [oracle_names.index(c["name"])] * c["count"]
     from kface.calibration import colour_stats
-    from kface.nuisance import hf_residual_var, to_float
+    from kface.eval.features import feature_stats, frechet_distance  # evaluate.py's: the numbers it reports
+    from kface.eval.nuisance import hf_residual_var, to_float
 
     images = np.concatenate(images)
     preds, feats = oracle_outputs(oracle, images)
-    fd = fd_function()(*stats(feats), *real_stats)
+    fd = frechet_distance(*feature_stats(feats), *real_stats)
     hf = np.sqrt(hf_residual_var(to_float(images.transpose(0, 3, 1, 2))))
     return {"accuracy": float((preds == np.asarray(labels)).mean()), "frechet_distance": float(fd),
             "images": len(labels), "images_per_second": manifest.get("images_per_second"),
@@ -139,10 +114,11 @@ def main(args) -> None:
     from kface.oracle import load_oracle
 
     from kface.calibration import colour_stats
+    from kface.eval.features import feature_stats
 
     oracle = load_oracle(args.oracle)
     images, _, _ = real_images(args.dataset, args.split, oracle.resolution)
-    real_stats = stats(oracle_outputs(oracle, images)[1])
+    real_stats = feature_stats(oracle_outputs(oracle, images)[1])
     real_colours = colour_stats(images)
     print(f"real {args.split} ({len(images)} images): {json.dumps(real_colours)}", flush=True)
     guided = args.guidance_scale not in (0.0, 1.0)

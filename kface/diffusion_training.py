@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .utils.errors import KfaceError
 from .utils.io import atomic_write_text
 from .pipeline import ClassConditionalDDPMPipeline, image_generators
-from .plots import save_image_grid
+from .eval.plots import save_image_grid
 from .train_monitor import diverged
 
 

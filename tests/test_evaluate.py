@@ -19,7 +19,7 @@ def tiny_oracle(tiny_dataset, tmp_path_factory):
     from datasets import load_from_disk
     from sklearn.linear_model import LogisticRegression
 
-    from kface.features import oracle_outputs
+    from kface.eval.features import oracle_outputs
     from kface.oracle import Oracle, create_classifier, oracle_config, save_oracle
 
     ds = load_from_disk(str(tiny_dataset))
@@ -132,7 +132,7 @@ def test_mixed_samples_match_an_independent_oracle_pass(tmp_path, tiny_dataset, 
                              "--lpips_pairs", "10"))
     metrics = json.loads((out / "metrics.json").read_text())
     ident, vis = metrics["identity"], metrics["visual"]
-    assert "--inception_weights" in vis["fid"]["skipped"] and "skipped" in vis["inception_score"]
+    assert "inception_weights" in vis["fid"]["skipped"] and "skipped" in vis["inception_score"]
     assert set(vis["lpips"]["per_class"]) == set(names) and all(v > 0 for v in vis["lpips"]["per_class"].values())
     assert (out / "lpips_diversity.png").is_file() and "| Average |" in (out / "report.md").read_text()
     oracle = load_oracle(tiny_oracle)
@@ -208,7 +208,7 @@ def test_class_order_mismatch_is_named():
 def test_model_card_has_model_index_results():
     from huggingface_hub import ModelCard
 
-    from kface.report import updated_model_card
+    from kface.eval.report import updated_model_card
     from kface.samples import pipeline_hub_id
 
     metrics = {"identity": {"rca": 0.27, "accuracy_gen": 0.2077, "accuracy_real": 0.77},

@@ -1,6 +1,6 @@
 """The HF ``evaluate`` metric module (metrics/relative_classification_accuracy/) stands alone, as on the Hub:
 loaded from a copy in a temporary folder with kface unimportable, and its own RCA arithmetic agrees with
-kface.rca's on random confusion data (empty classes and zero real recall included)."""
+kface.eval.rca's on random confusion data (empty classes and zero real recall included)."""
 
 import json
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kface.rca import relative_classification_accuracy
+from kface.eval.rca import relative_classification_accuracy
 
 MODULE = Path(__file__).resolve().parents[1] / "metrics" / "relative_classification_accuracy"
 
@@ -56,7 +56,7 @@ def random_cases(seed=0):
 
 
 def kface_view(case: dict) -> dict:
-    """kface.rca's answer in the module's output shape."""
+    """kface.eval.rca's answer in the module's output shape."""
     out = relative_classification_accuracy(**case)
     per = out["per_class"]
     view = {"rca": out["rca"], "accuracy_gen": out["accuracy_gen"], "accuracy_real": out["accuracy_real"]}

@@ -1,5 +1,5 @@
-"""Metric robustness (issue 14): the Fréchet distance on any SciPy, the bootstrap's dropped resamples, the
-Inception Score's splits, one-image sets, and where the Inception weights may come from."""
+"""Metric robustness (issue 14): the Fréchet distance (clean-fid's, SciPy held below 1.18), the bootstrap's
+dropped resamples, the Inception Score's splits, one-image sets, and where the Inception weights may come from."""
 
 import hashlib
 from pathlib import Path
@@ -9,12 +9,13 @@ import pytest
 import scipy.linalg
 import torch
 
-from kface.features import frechet_distance, frechet_distance_features, per_class_frechet
-from kface.rca import bootstrap_rca, relative_classification_accuracy
-from kface.report import table4
+from kface.eval.features import frechet_distance, frechet_distance_features, per_class_frechet
+from kface.utils.errors import InputError
+from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
+from kface.eval.report import table4
 from kface.samples import ImageSet
-from kface.visual_metrics import (INCEPTION_FILE, INCEPTION_SHA256_ENV, Unavailable, inception_file,
-                                  inception_score, inception_score_splits, visual_metrics)
+from kface.eval.visual_metrics import (INCEPTION_FILE, INCEPTION_SHA256_ENV, Unavailable, inception_file,
+                                       inception_score, inception_score_splits, visual_metrics)
 
 torch.set_num_threads(1)
 
@@ -22,19 +23,27 @@ torch.set_num_threads(1)
 # ---------------------------------------------------------------- Fréchet distance
 
 
-def test_frechet_distance_does_not_pass_scipys_removed_disp(monkeypatch):
-    """SciPy 1.18 removes sqrtm's ``disp``: a stand-in that refuses it, as 1.18 will, must not be hit."""
-    real_sqrtm = scipy.linalg.sqrtm
+def test_frechet_distance_is_the_formula_with_scipys_square_root():
+    """clean-fid's Fréchet distance against eq. 6 computed here with SciPy's sqrtm, on full covariances."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(50, 6)), rng.normal(size=(60, 6)) @ rng.normal(size=(6, 6)) + 0.5
+    mu1, s1, mu2, s2 = a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(InputError, match="mu1, sigma1, mu2, sigma2: feature dimensions differ"):
+        frechet_distance(mu1, s1, mu2[:5], s2[:5, :5])
 
-    def sqrtm_1_18(a, **kwargs):
-        if kwargs:
-            raise TypeError(f"sqrtm() got an unexpected keyword argument {next(iter(kwargs))!r}")
-        return real_sqrtm(a)
 
-    monkeypatch.setattr(scipy.linalg, "sqrtm", sqrtm_1_18)
-    mu1, mu2, s1, s2 = np.array([0.0, 1.0]), np.array([2.0, 1.0]), np.array([1.0, 4.0]), np.array([9.0, 1.0])
-    expected = 4.0 + ((1 - 3) ** 2 + (2 - 1) ** 2)  # diagonal Gaussians: |dmu|^2 + sum (sqrt s1 - sqrt s2)^2
-    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected)
+def test_scipy_stays_below_1_18_while_cleanfid_passes_disp():
+    """clean-fid 0.1.35 calls ``sqrtm(..., disp=False)``, which SciPy 1.18 removes: requirements.txt must hold
+    SciPy below 1.18, and the installed one must satisfy it."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    lines = (Path(__file__).parents[1] / "requirements.txt").read_text().splitlines()
+    scipy_req = next(Requirement(line.split("#")[0]) for line in lines if line.startswith("scipy"))
+    assert not scipy_req.specifier.contains("1.18.0") and scipy_req.specifier.contains(version("scipy"))
 
 
 def test_frechet_distance_refuses_an_imaginary_square_root():

@@ -1,10 +1,11 @@
-"""kface.nuisance: shift statistics with known answers, the degradations, and plain vs robust oracles under a tint."""
+"""kface.eval.nuisance: shift statistics with known answers, the degradations, and plain vs robust oracles under a
+tint."""
 
 import numpy as np
 import pytest
 import torch
 
-from kface import nuisance as N
+from kface.eval import nuisance as N
 
 torch.set_num_threads(1)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, classification_report
 
-from kface.features import feature_stats, frechet_distance, frechet_distance_features, per_class_frechet
-from kface.rca import bootstrap_confusions, bootstrap_rca, relative_classification_accuracy
+from kface.eval.features import feature_stats, frechet_distance, frechet_distance_features, per_class_frechet
+from kface.eval.rca import bootstrap_confusions, bootstrap_rca, relative_classification_accuracy
 
 # real: class 0 8/10 right, class 1 9/10 right; generated: class 0 5/10, class 1 7/10
 REAL = np.array([[8, 2], [1, 9]])

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from kface.features import extract
+from kface.eval.features import extract
 from kface.samples import ImageSet
-from kface.visual_metrics import (InceptionDetector, Unavailable, inception_score,
-                                  kernel_inception_distance, load_lpips, lpips_diversity, visual_metrics)
+from kface.eval.visual_metrics import (InceptionDetector, Unavailable, inception_score,
+                                       kernel_inception_distance, load_lpips, lpips_diversity, visual_metrics)
 
 torch.set_num_threads(1)
 
@@ -101,7 +101,7 @@ def test_offline_without_weights_is_skipped_not_downloaded(tmp_path, monkeypatch
     gen = ImageSet(random_images(4), np.array([0, 0, 1, 1]), ["a", "b"])
     out = visual_metrics(gen, lambda: pytest.fail("the reference is read only when the network exists"))
     for key in ("fid", "kid", "inception_score", "lpips"):
-        assert "--inception_weights" in out[key]["skipped"] or "--lpips_backbone" in out[key]["skipped"]
+        assert "inception_weights" in out[key]["skipped"] or "backbone file" in out[key]["skipped"]
     assert not any((tmp_path / "torch").rglob("*.pth"))
 
 

@@ -3,7 +3,7 @@ real test images.
 
 Self-contained, as a metric module loaded from the Hub must be (``evaluate.load`` copies this file alone):
 numpy, datasets and evaluate only. Its arithmetic is written here a second time, independently of
-``kface.rca`` (which evaluate.py uses); kface's tests check that the two agree.
+``kface.eval.rca`` (which evaluate.py uses); kface's tests check that the two agree.
 """
 
 import datasets

@@ -7,7 +7,7 @@ import logging
 from importlib import metadata
 from pathlib import Path
 
-from .utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text
 from .plots import save_class_bars, save_confusion_heatmap, save_confusion_pair
 
 logger = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ def push_metrics_to_card(repo_id: str, metrics: dict, dataset_id: str, token: st
     """Load the generator's card from the Hub, add the results, push it back; returns the commit URL."""
     from huggingface_hub import ModelCard
 
-    from .utils.errors import KfaceError
+    from ..utils.errors import KfaceError
 
     try:
         try:

@@ -24,6 +24,8 @@ import logging
 import numpy as np
 import torch
 
+from .features import autocast_dtype
+
 logger = logging.getLogger(__name__)
 
 BORDER = 2  # px: the ring whose statistics stand for the background
@@ -214,7 +216,7 @@ def accuracy(predict, images: np.ndarray, labels: np.ndarray, batch_size: int = 
 def oracle_predict(oracle, device="cpu", mixed_precision: str = "no"):
     """``uint8 NCHW tensor -> float logits`` on ``device`` under the autocast evaluate.py uses."""
     device = torch.device(device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    dtype = autocast_dtype(mixed_precision)
 
     def predict(batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):

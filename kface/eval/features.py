@@ -5,6 +5,8 @@ Every feature extractor has one protocol: a callable taking a uint8 NCHW torch t
 float ``(N, C)`` tensor (the oracle's penultimate layer, clean-fid's Inception pool features, ...).
 """
 
+import contextlib
+import io
 import logging
 import warnings
 from collections.abc import Callable
@@ -13,13 +15,15 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from ..utils.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 Extractor = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def extract(extractor: Extractor, images: np.ndarray, batch_size: int = 256, device="cpu",
+def extract(extractor: Extractor, images: np.ndarray, *, batch_size: int = 256, device="cpu",
             progress: bool = False) -> np.ndarray:
     """Run ``extractor`` over uint8 NCHW ``images`` in batches; float64 ``(N, C)`` numpy features."""
     from tqdm.auto import tqdm
@@ -36,51 +40,43 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (unbiased, ``ddof=1``) covariance of ``(N, C)`` features, as clean-fid computes them."""
     features = np.asarray(features, dtype=np.float64)
     if len(features) < 2:
-        raise ValueError(f"feature statistics need at least 2 samples, got {len(features)}")
+        raise InputError(f"features: statistics need at least 2 samples, got {len(features)}")
     return features.mean(axis=0), np.cov(features, rowvar=False)
-
-
-def _sqrtm(a: np.ndarray) -> np.ndarray:
-    """SciPy's matrix square root, called the same way on every SciPy version.
-
-    clean-fid (and kface until now) call ``sqrtm(..., disp=False)``; ``disp`` is deprecated since SciPy 1.16
-    and removed in 1.18, so that call fails there (clean-fid's own ``frechet_distance`` included, which is why
-    it is not called here). Without ``disp`` every version returns the matrix alone.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular products are handled by the caller
-        out = linalg.sqrtm(a)
-    return out[0] if isinstance(out, tuple) else out
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
                      eps: float = 1e-6) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (Heusel et al. 2017, eq. 6):
 
-    ``||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))``.
-
-    The steps are clean-fid's (``cleanfid.fid.frechet_distance``): with few samples per class (covariances
-    of rank < C) the product can be singular, and ``eps`` is then added to both diagonals; an imaginary
-    part of the square root beyond numerical noise (diagonal ``|imag| > 1e-3``) is an error, not dropped.
-    A distance is >= 0: the small negatives rounding gives (identical sets) are clamped to 0.
+    ``||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))``, computed by clean-fid's
+    ``cleanfid.fid.frechet_distance``: with few samples per class (covariances of rank < C) the product can be
+    singular, and ``eps`` is then added to both diagonals; an imaginary part of the square root beyond
+    numerical noise (diagonal ``|imag| > 1e-3``) is an :class:`InputError`, not dropped. Around it, kface checks the
+    shapes (an :class:`InputError`, where clean-fid asserts), logs clean-fid's ``print`` and clamps the small
+    negatives rounding gives (identical sets) to 0: a distance is >= 0.
     """
+    from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
+
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(f"feature dimensions differ: {mu1.shape} vs {mu2.shape}")
-    covmean = _sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        logger.info("singular covariance product; adding %g to the diagonals", eps)
-        offset = np.eye(len(sigma1)) * eps
-        covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"the covariance product's square root has an imaginary part of up to "
-                             f"{np.abs(covmean.imag).max():.3g}: the covariances are not valid (NaN or not PSD)")
-        covmean = covmean.real
-    diff = mu1 - mu2
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
+        raise InputError(f"mu1, sigma1, mu2, sigma2: feature dimensions differ ({mu1.shape}, {sigma1.shape}, "
+                         f"{mu2.shape}, {sigma2.shape})")
+    # clean-fid 0.1.35 calls sqrtm(..., disp=False): deprecated in SciPy 1.16, removed in 1.18 (requirements.txt
+    # keeps scipy<1.18); it prints (to stdout) when it adds eps, which goes to the log here
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as printed:
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # a singular product is what eps is added for
+        try:
+            fd = float(cleanfid_frechet_distance(mu1, sigma1, mu2, sigma2, eps=eps))
+        except ValueError as err:
+            if "Imaginary component" not in str(err):  # clean-fid's message for a square root it refuses
+                raise
+            raise InputError(f"sigma1, sigma2: the covariance product's square root has an imaginary part ({err}): "
+                             "the covariances are not valid (NaN or not PSD)") from None
+    if printed.getvalue().strip():
+        logger.info("clean-fid: %s", printed.getvalue().strip())
     traces = np.trace(sigma1) + np.trace(sigma2)
-    fd = float(diff @ diff + traces - 2 * np.trace(covmean))
     # identical distributions come out as -1e-12 or so (rounding), or as -2 eps C when eps was added
     if fd < -(1e-6 * max(1.0, traces) + 2 * eps * len(sigma1)):
         logger.warning("Fréchet distance %.3g is clearly negative (covariances not PSD?); reported as 0", fd)
@@ -108,8 +104,8 @@ def per_class_frechet(real: np.ndarray, real_labels: np.ndarray, gen: np.ndarray
         if per_class[name] is None:
             unavailable[name] = _too_few(len(r), len(g))
     out = {"global": None, "per_class": per_class, "unavailable": unavailable,
-           "feature_dim": int(real.shape[1]) if real.ndim == 2 else 0, "num_real": int(len(real)),
-           "num_gen": int(len(gen))}
+           "feature_dim": int(real.shape[1]) if real.ndim == 2 else 0, "num_real": len(real),
+           "num_gen": len(gen)}
     if min(len(real), len(gen)) >= MIN_FD_SAMPLES:
         out["global"] = frechet_distance_features(real, gen)
     else:
@@ -126,8 +122,18 @@ def _too_few(num_real: int, num_gen: int) -> str:
             "on each side")
 
 
+AUTOCAST_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(mixed_precision: str) -> torch.dtype | None:
+    """The ``torch.autocast`` dtype of a ``mixed_precision`` setting (accelerate's names); ``None``: fp32."""
+    if mixed_precision not in AUTOCAST_DTYPES:
+        raise InputError(f"mixed_precision {mixed_precision!r}: one of {sorted(AUTOCAST_DTYPES)}")
+    return AUTOCAST_DTYPES[mixed_precision]
+
+
 @torch.no_grad()
-def oracle_outputs(oracle, images: np.ndarray, batch_size: int = 256, device="cpu", mixed_precision: str = "no",
+def oracle_outputs(oracle, images: np.ndarray, *, batch_size: int = 256, device="cpu", mixed_precision: str = "no",
                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(logits, penultimate features) of a kface Oracle in one pass over uint8 NCHW ``images``.
 
@@ -137,7 +143,7 @@ def oracle_outputs(oracle, images: np.ndarray, batch_size: int = 256, device="cp
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    dtype = autocast_dtype(mixed_precision)
     head = oracle.model.get_classifier()
     logits, feats = [], []
     for start in tqdm(range(0, len(images), batch_size), desc="oracle", disable=not progress, leave=False):

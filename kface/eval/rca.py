@@ -5,14 +5,14 @@ target is the class each image was conditioned on) over its accuracy on the real
 accuracy becomes recall (class-conditional accuracy), so class RCA = recall_gen / recall_real.
 
 Both evaluate.py and the HF ``evaluate`` module (metrics/relative_classification_accuracy) call
-:func:`relative_classification_accuracy`; the confusion-matrix arithmetic is kface.metrics'.
+:func:`relative_classification_accuracy`; the confusion-matrix arithmetic is kface.eval.classification's.
 """
 
 import warnings
 
 import numpy as np
 
-from .metrics import confusion_counts, normalise_rows, per_class_prf
+from .classification import confusion_counts, normalise_rows, per_class_prf
 
 
 def _ratio(num, den):

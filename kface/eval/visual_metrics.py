@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils.errors import InputError
+from ..utils.hub import hub_offline
 from .features import Extractor, extract, frechet_distance_features
 
 logger = logging.getLogger(__name__)
@@ -32,8 +34,8 @@ class Unavailable(Exception):
 
 
 def offline() -> bool:
-    return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-               for v in ("HF_HUB_OFFLINE", "KFACE_OFFLINE"))
+    # KFACE_OFFLINE stops these downloads (NVIDIA's CDN, torchvision's) and leaves the Hub alone
+    return hub_offline() or os.environ.get("KFACE_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 @contextmanager
@@ -65,7 +67,7 @@ def _cached_or_download(candidates: list[Path], url: str, target: Path, what: st
     return target
 
 
-INCEPTION_ENV = "KFACE_INCEPTION_WEIGHTS"  # an explicit path, as --inception_weights
+INCEPTION_ENV = "KFACE_INCEPTION_WEIGHTS"  # an explicit path, as the inception_weights parameter
 INCEPTION_SHA256_ENV = "KFACE_INCEPTION_SHA256"  # the expected digest of the weights file
 # No SHA-256 of inception-2015-12-05.pt is published (not by NVIDIA, whose CDN serves it, nor by clean-fid,
 # which downloads it without a check; searched 2026-12). So the expected digest is, in this order:
@@ -90,7 +92,7 @@ def _expected_sha256(path: Path) -> str | None:
 
 
 def inception_file(weights: str | None) -> tuple[Path, str]:
-    """clean-fid's Inception torchscript and its SHA-256, checked: ``weights`` (--inception_weights), else
+    """clean-fid's Inception torchscript and its SHA-256, checked: ``weights`` (a file), else
     $KFACE_INCEPTION_WEIGHTS, else the user's torch hub cache (``$TORCH_HOME/hub/checkpoints``).
 
     Never /tmp, where clean-fid caches it: any user can put a file there, and ``torch.jit.load`` runs its
@@ -99,7 +101,7 @@ def inception_file(weights: str | None) -> tuple[Path, str]:
     weights = weights or os.environ.get(INCEPTION_ENV, "").strip() or None
     if weights:
         if not Path(weights).is_file():
-            raise Unavailable(f"--inception_weights {weights}: no such file")
+            raise Unavailable(f"inception_weights {weights}: no such file")
         path = Path(weights)
     else:
         from cleanfid.downloads_helper import inception_url
@@ -107,7 +109,7 @@ def inception_file(weights: str | None) -> tuple[Path, str]:
         target = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
         fetched = not target.is_file()
         path = _cached_or_download([target], inception_url, target, "clean-fid's Inception weights",
-                                   f"download {inception_url} and pass --inception_weights FILE")
+                                   f"download {inception_url} and give its path as inception_weights")
         record = target.with_name(target.name + SHA256_SUFFIX)
         if fetched and not record.is_file():
             record.write_text(f"{file_sha256(target)}  {INCEPTION_FILE}\n")  # trust on first download
@@ -128,12 +130,12 @@ class InceptionDetector(torch.nn.Module):
     ``probs`` gives the 1008-way softmax of the same torchscript network, for the Inception Score.
     """
 
-    def __init__(self, mode: str, weights: str | None = None, device="cpu"):
+    def __init__(self, mode: str, *, weights: str | None = None, device="cpu"):
         super().__init__()
         from cleanfid.resize import build_resizer
 
         if mode not in FID_MODES:
-            raise ValueError(f"fid mode {mode}: one of {FID_MODES}")
+            raise InputError(f"mode {mode!r}: one of {FID_MODES}")
         self.mode, self.device = mode, torch.device(device)
         path, self.sha256 = inception_file(weights)
         self.base = torch.jit.load(str(path), map_location=self.device).eval()
@@ -146,7 +148,7 @@ class InceptionDetector(torch.nn.Module):
         name = Path(FID_WEIGHTS_URL).name
         cached = Path(torch.hub.get_dir()) / "checkpoints" / name
         _cached_or_download([cached], FID_WEIGHTS_URL, cached, "pytorch-fid's Inception weights",
-                            f"download {FID_WEIGHTS_URL} into {cached.parent}, or use --fid_mode clean")
+                            f"download {FID_WEIGHTS_URL} into {cached.parent}, or use the fid mode 'clean'")
         return InceptionV3(output_blocks=[3], resize_input=False).to(self.device).eval()
 
     def _resized(self, images: torch.Tensor) -> torch.Tensor:
@@ -175,20 +177,22 @@ IS_SPLITS = 10  # the usual 10 splits (Salimans et al. 2016)
 IS_MIN_PER_SPLIT = 10  # a split's p(y) is the mean of its predictions; one image alone scores exactly 1.0
 
 
-def inception_score_splits(num_images: int, splits: int = IS_SPLITS, min_per_split: int = IS_MIN_PER_SPLIT) -> int:
+def inception_score_splits(num_images: int, *, splits: int = IS_SPLITS, min_per_split: int = IS_MIN_PER_SPLIT
+                           ) -> int:
     """How many splits ``num_images`` allow: up to ``splits``, each of at least ``min_per_split`` (0: none)."""
     return min(splits, num_images // min_per_split)
 
 
-def inception_score(probs: np.ndarray, splits: int = IS_SPLITS, min_per_split: int = IS_MIN_PER_SPLIT
+def inception_score(probs: np.ndarray, *, splits: int = IS_SPLITS, min_per_split: int = IS_MIN_PER_SPLIT
                     ) -> tuple[float, float]:
     """IS = exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016), mean and std over ``splits`` chunks.
 
-    ValueError when a chunk would hold fewer than ``min_per_split`` images (see ``inception_score_splits``).
+    :class:`InputError` when a chunk would hold fewer than ``min_per_split`` images (see
+    ``inception_score_splits``).
     """
     probs = np.asarray(probs, dtype=np.float64)
     if splits < 1 or len(probs) < splits * min_per_split:
-        raise ValueError(f"the Inception Score of {len(probs)} image(s) in {splits} split(s) needs at least "
+        raise InputError(f"probs: the Inception Score of {len(probs)} image(s) in {splits} split(s) needs at least "
                          f"{min_per_split} per split ({max(splits, 1) * min_per_split} images)")
     scores = []
     for chunk in np.array_split(probs, splits):
@@ -199,7 +203,7 @@ def inception_score(probs: np.ndarray, splits: int = IS_SPLITS, min_per_split: i
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, seed: int = 0,
+def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, *, seed: int = 0,
                               num_subsets: int = 100, max_subset_size: int = 1000) -> float:
     """clean-fid's KID (unbiased MMD^2, cubic polynomial kernel, subset average), seeded.
 
@@ -216,7 +220,7 @@ def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, seed
         np.random.set_state(state)
 
 
-def load_lpips(net: str = "alex", backbone: str | None = None, device="cpu", random_backbone: bool = False):
+def load_lpips(net: str = "alex", *, backbone: str | None = None, device="cpu", random_backbone: bool = False):
     """``lpips.LPIPS`` with its linear layers from the lpips package and the backbone from torchvision's cache,
     ``backbone`` (a torchvision alexnet/vgg16 state dict file), or random (tests only)."""
     import lpips
@@ -227,10 +231,10 @@ def load_lpips(net: str = "alex", backbone: str | None = None, device="cpu", ran
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(tv_weights.url).name
     if not random_backbone:
         if backbone and not Path(backbone).is_file():
-            raise Unavailable(f"--lpips_backbone {backbone}: no such file")
+            raise Unavailable(f"backbone {backbone}: no such file")
         backbone = backbone or str(_cached_or_download(
             [cached], tv_weights.url, cached, f"torchvision's {net} weights for LPIPS",
-            f"download {tv_weights.url} into {cached.parent} or pass --lpips_backbone FILE"))
+            f"download {tv_weights.url} into {cached.parent} or give a backbone file"))
     with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=`
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
@@ -248,12 +252,12 @@ def _load_backbone(model, net: str, path: str) -> None:
             for name, param in module.named_parameters():
                 key = f"features.{index}.{name}"
                 if key not in state:
-                    raise Unavailable(f"--lpips_backbone {path}: no {key}; give a torchvision {net} state dict")
+                    raise Unavailable(f"backbone {path}: no {key}; give a torchvision {net} state dict")
                 param.data.copy_(state[key])
 
 
 @torch.no_grad()
-def lpips_diversity(model, images: np.ndarray, labels: np.ndarray, class_names: list[str], pairs: int = 1000,
+def lpips_diversity(model, images: np.ndarray, labels: np.ndarray, class_names: list[str], *, pairs: int = 1000,
                     seed: int = 0, batch_size: int = 250, device="cpu", class_ids: list[int] | None = None) -> dict:
     """Mean LPIPS distance of ``pairs`` random pairs of distinct images per class (the paper's Table 3).
 
@@ -295,7 +299,7 @@ def _skip(err: Exception) -> dict:
     return {"skipped": str(err)}
 
 
-def visual_metrics(gen, real_train, fid_mode: str = "clean", inception_weights: str | None = None,
+def visual_metrics(gen, real_train, *, fid_mode: str = "clean", inception_weights: str | None = None,
                    lpips_net: str = "alex", lpips_backbone: str | None = None, lpips_pairs: int = 1000,
                    seed: int = 0, batch_size: int = 64, device="cpu", detector: Extractor | None = None,
                    lpips_model=None) -> dict:
@@ -304,7 +308,7 @@ def visual_metrics(gen, real_train, fid_mode: str = "clean", inception_weights: 
     weights are unavailable becomes ``{"skipped": ...}``. ``detector``/``lpips_model`` override the networks."""
     out = {"fid_mode": fid_mode}
     try:
-        det = detector or InceptionDetector(fid_mode, inception_weights, device=device)
+        det = detector or InceptionDetector(fid_mode, weights=inception_weights, device=device)
         if getattr(det, "sha256", None):
             out["inception_sha256"] = det.sha256
         f_gen = extract(det, gen.images, batch_size=batch_size, device=device)
@@ -320,7 +324,7 @@ def visual_metrics(gen, real_train, fid_mode: str = "clean", inception_weights: 
     except Unavailable as err:
         out["fid"] = out["kid"] = out["inception_score"] = _skip(err)
     try:
-        model = lpips_model or load_lpips(lpips_net, lpips_backbone, device=device)
+        model = lpips_model or load_lpips(lpips_net, backbone=lpips_backbone, device=device)
         out["lpips"] = lpips_diversity(model, gen.images, gen.labels, gen.class_names, pairs=lpips_pairs,
                                        seed=seed, device=device, class_ids=gen.class_ids)
         out["lpips"]["net"] = lpips_net
