@@ -1,5 +1,5 @@
 """Evaluate generated faces: identity (RCA, per-class P/R/F1, confusion, bootstrap CIs, oracle Fréchet
-distance, low-level shift and nuisance-matched RCA) and visual metrics (FID, KID, IS, per-class LPIPS).
+distance, feature-space diversity, low-level shift and nuisance-matched RCA) and visual metrics (FID, KID, IS, per-class LPIPS).
 
 RCA = Accuracy_gen / Accuracy_real: the oracle's accuracy on the generated images (target: the class each
 image was conditioned on) over its accuracy on the real test split. The real train split is the FID/KID
@@ -31,7 +31,9 @@ from kface.eval.features import oracle_outputs, per_class_frechet
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_writable_dir
 from kface.utils.outputs import keep_or_replace
-from kface.eval.nuisance import degradations, degraded_accuracies, nuisance_matched_rca, oracle_predict, shift_summary
+from kface.eval.diversity import feature_diversity
+from kface.eval.nuisance import (accuracy, degradations, degraded_accuracies, match_nuisance, nuisance_matched_rca,
+                                 oracle_predict, shift_summary)
 from kface.oracle import load_oracle
 from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
 from kface.eval.report import config_hash, package_versions, push_metrics_to_card, write_outputs
@@ -120,9 +122,10 @@ def load_inputs(args, device):
     return oracles, gen, real, ds, names
 
 
-def compute_identity(args, oracle, gen, real, names, device, degraded=None) -> dict:
-    """The oracle pass over both sets, then RCA, its bootstrap intervals, the oracle Fréchet distance and,
-    given ``degraded`` real images, the oracle-nuisance diagnostic and nuisance-matched RCA."""
+def compute_identity(args, oracle, gen, real, names, device, degraded=None, matched=None) -> dict:
+    """The oracle pass over both sets, then RCA, its bootstrap intervals, the oracle Fréchet distance, the
+    feature-space diversity and, given ``degraded`` real images and the ``matched`` sets, the oracle-nuisance
+    diagnostic and nuisance-matched RCA."""
     progress = PartialState().is_local_main_process
     pass_kwargs = dict(batch_size=args.batch_size, device=device, mixed_precision=args.mixed_precision,
                        progress=progress)
@@ -136,12 +139,22 @@ def compute_identity(args, oracle, gen, real, names, device, degraded=None) -> d
                                          num_resamples=args.bootstrap, seed=args.seed)
     out["oracle_frechet"] = per_class_frechet(real_feats, real.labels, gen_feats, gen.labels, names)
     out["oracle_frechet"]["reference"] = "real test split"
+    out["feature_diversity"] = feature_diversity(real_feats, real.labels, gen_feats, gen.labels, names)
     if degraded is not None:
-        predict = oracle_predict(oracle, device, args.mixed_precision)
-        out["nuisance"] = {"accuracy": {"clean": ident["accuracy_real"],
-                                        **degraded_accuracies(predict, degraded, real.labels, args.batch_size)}}
-        out["nuisance"].update(nuisance_matched_rca(ident["accuracy_gen"], ident["accuracy_real"],
-                                                    out["nuisance"]["accuracy"]["all"]["accuracy"]))
+        out["nuisance"] = nuisance_metrics(args, oracle, device, ident, degraded, matched, gen.labels, real.labels)
+    return out
+
+
+def nuisance_metrics(args, oracle, device, ident, degraded, matched, gen_labels, real_labels) -> dict:
+    """The oracle on the real images degraded shift by shift, and on the two nuisance-matched sets."""
+    predict = oracle_predict(oracle, device, args.mixed_precision)
+    out = {"accuracy": {"clean": ident["accuracy_real"],
+                        **degraded_accuracies(predict, degraded, real_labels, args.batch_size)}}
+    acc_gen = accuracy(predict, matched["generated"], gen_labels, args.batch_size)
+    acc_real = accuracy(predict, matched["real"], real_labels, args.batch_size)
+    out.update(nuisance_matched_rca(ident["accuracy_gen"], ident["accuracy_real"], acc_gen, acc_real,
+                                    matched["unmatched"]))
+    out["match"] = {k: matched[k] for k in ("params", "residual_shift")}
     return out
 
 
@@ -170,11 +183,12 @@ def main(args):
         require_repo_id(True, hub_id, "--hub_model_id (samples.json's pipeline is not a Hub id)")
     logger.info(f"evaluating {len(gen.labels)} generated and {len(real.labels)} real test images, "
                 f"{len(names)} classes, on {device}")
-    metrics, degraded = {}, None
+    metrics, degraded, matched = {}, None, None
     if not args.no_nuisance:
         metrics["shift"] = shift_summary(gen.images, real.images)
         degraded = degradations(real.images, metrics["shift"]["generated"], seed=args.seed)
-    metrics["oracles"] = {name: compute_identity(args, oracle, gen, real, names, device, degraded)
+        matched = match_nuisance(gen.images, real.images, seed=args.seed)
+    metrics["oracles"] = {name: compute_identity(args, oracle, gen, real, names, device, degraded, matched)
                           for name, oracle in oracles.items()}
     metrics.update(next(iter(metrics["oracles"].values())))  # the first --oracle's, where one-oracle readers look
     if not args.no_visual:

@@ -14,7 +14,7 @@ def _metrics(w, acc_gen, acc_real, lo, hi, fd):
     return {"identity": {"rca": acc_gen / acc_real, "accuracy_gen": acc_gen, "accuracy_real": acc_real,
                          "num_gen": 20, "class_names": names, "per_class": per_class},
             "bootstrap": {"rca": [lo, hi], "class_rca": [[0.1, 0.9], [0.2, 0.8]]},
-            "oracle_frechet": {"global": fd},
+            "oracle_frechet": {"global": fd}, "feature_diversity": {"ratio": 0.8},
             "nuisance": {"nuisance_matched_rca": 0.9},
             "visual": {"lpips": {"skipped": "no weights"}, "fid": {"value": 12.5}},
             "samples_meta": {"guidance_scale": w, "scheduler": "ddim", "num_inference_steps": 25},
@@ -29,13 +29,15 @@ def test_report_orders_by_guidance_and_prints_the_numbers(tmp_path):
         (d / "metrics.json").write_text(json.dumps(_metrics(w, acc_gen, 0.8, 0.3, 0.9, fd)))
         dirs.append(d)
     evals = [dict(json.loads((d / "metrics.json").read_text()), _dir=d) for d in dirs]
+    evals[0]["identity"]["balanced_rca"], evals[0]["bootstrap"]["balanced_rca"] = 0.7, [0.6, 0.75]
     rows = summary_rows(evals)
     assert [r["guidance"] for r in rows] == [1.0, 3.0]
     assert rows[0]["rca"] == 0.4 / 0.8 and rows[1]["rca"] == 0.6 / 0.8
     table = write_report(tmp_path, evals, {"oracle": 12.0, "ddpm": 30.5}, budget_s=40)
     lines = table.splitlines()
-    assert lines[2].startswith("| 1 | oracle | ddim-25 | 20 | 0.500 [0.300, 0.900] | 0.900 | 0.400 | 0.800 | 9.00 "
-                               "| skipped | 12.500 |")
+    assert lines[2] == ("| 1 | oracle | ddim-25 | 20 | 0.500 [0.300, 0.900] | n/a | 0.900 | 0.400 | 0.800 | 9.00 "
+                        "| 0.800 | skipped | 12.500 |")
+    assert lines[3].startswith("| 3 | oracle | ddim-25 | 20 | 0.750 [0.300, 0.900] | 0.700 [0.600, 0.750] | 0.900 |")
     report = (tmp_path / "report.md").read_text()
     assert "| **total** | 42.5 |" in report and "class RCA, w=3" in report
     assert "Budget: 40 s; the stages took 42 s, over it." in report
@@ -57,9 +59,18 @@ def test_two_oracles_give_a_row_each_in_their_order(tmp_path):
                     "robust": {k: robust[k] for k in ("identity", "bootstrap", "oracle_frechet", "nuisance")}}
     rows = summary_rows([dict(m, _dir=tmp_path)])
     assert [(r["oracle"], r["rca"]) for r in rows] == [("plain", 0.5 / 0.8), ("robust", 0.6 / 0.75)]
-    m["oracles"]["robust"]["nuisance"] = {"nuisance_matched_rca": 2.5, "overshoot": True}
+    m["oracles"]["robust"]["nuisance"] = {"nuisance_matched_rca": None, "unmatched": "blur leaves it blind"}
     table = write_report(tmp_path, [dict(m, _dir=tmp_path)], {})
-    assert "| 0.900 | 0.500 |" in table.splitlines()[2] and "| 2.500 (upper bound) | 0.600 |" in table.splitlines()[3]
+    assert "| 0.900 | 0.500 |" in table.splitlines()[2] and "| not measurable | 0.600 |" in table.splitlines()[3]
+    assert "upper bound" not in table
+
+
+def test_sweep_plot_takes_any_list_of_guidance_scales(tmp_path):
+    evals = [dict(_metrics(w, 0.2 + 0.1 * w, 0.8, 0.1, 0.9, 10 - w), _dir=tmp_path) for w in (0.0, 1.0, 2.0, 3.0, 5.0)]
+    evals[2]["feature_diversity"] = {}  # an older metrics.json: a gap in the line, not an error
+    write_report(tmp_path, evals, {})
+    assert (tmp_path / "guidance_sweep.png").stat().st_size > 1000
+    write_report(tmp_path, evals[:1], {})  # one w: points, no sentence comparing scales
 
 
 def _row(w, rca, lo, hi, oracle="oracle"):

@@ -95,6 +95,11 @@ def test_samples_equal_to_real_test_give_rca_one(tmp_path, tiny_dataset, tiny_or
     m = json.loads((out / "metrics.json").read_text())
     ident = m["identity"]
     assert ident["rca"] == 1.0 and ident["confusion_gen"] == ident["confusion_real"]
+    # the same images on both sides: every ratio is exactly 1, the wrong labels are the same and equally often
+    assert ident["balanced_rca"] == 1.0 and m["bootstrap"]["balanced_rca"][0] <= 1.0 <= m["bootstrap"]["balanced_rca"][1]
+    assert all(v["share_real"] == v["share_gen"] for v in ident["identity_loss"].values() if v["label"])
+    assert m["feature_diversity"]["ratio"] == pytest.approx(1.0)
+    assert m["nuisance"]["nuisance_matched_rca"] == 1.0 and m["nuisance"]["unmatched"] is None
     assert all(v["class_rca"] in (1.0, None) for v in ident["per_class"].values())
     # 512-d features of 32 images: rank-deficient covariances, so zero up to sqrtm's rounding
     assert m["oracle_frechet"]["global"] == pytest.approx(0.0, abs=1e-3)
@@ -109,6 +114,7 @@ def test_samples_equal_to_real_test_give_rca_one(tmp_path, tiny_dataset, tiny_or
         assert (out / name).stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "| **Global** |" in report and "RCA: 1.000" in report and "LPIPS skipped" in report
+    assert "**Balanced RCA: 1.000**" in report and "## Identity loss" in report and "**Nuisance-matched RCA** | 1.000" in report
 
 
 @pytest.mark.slow

@@ -4,6 +4,11 @@ RCA (the paper's eq. 5) = Accuracy_gen / Accuracy_real: the oracle's accuracy on
 target is the class each image was conditioned on) over its accuracy on the real test split. Per class,
 accuracy becomes recall (class-conditional accuracy), so class RCA = recall_gen / recall_real.
 
+Balanced RCA = mean per-class recall on generated / mean per-class recall on real (balanced accuracy, as
+scikit-learn's ``balanced_accuracy_score``, on each side). The two differ when the real test split is
+imbalanced while the generated set has equal counts per class: recalls 0.9 on 100 real images and 0.5 on 10,
+with the same recalls on 100 generated images each, give RCA (0.7 / 0.864) = 0.81 but balanced RCA 1.0.
+
 Both evaluate.py and the HF ``evaluate`` module (metrics/relative_classification_accuracy) call
 :func:`relative_classification_accuracy`; the confusion-matrix arithmetic is kface.eval.classification's.
 """
@@ -32,6 +37,42 @@ def recall_from_counts(counts: np.ndarray) -> np.ndarray:
     """Per-class recall of ``(..., K, K)`` confusion matrices (NaN for a class without samples)."""
     counts = np.asarray(counts, dtype=np.float64)
     return _ratio(np.diagonal(counts, axis1=-2, axis2=-1), counts.sum(axis=-1))
+
+
+def balanced_accuracy(recalls: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Mean recall over the ``classes`` (bool mask over the last axis) of ``(..., K)`` recalls."""
+    recalls = np.asarray(recalls, dtype=np.float64)
+    if not classes.any():
+        return np.full(recalls.shape[:-1], np.nan)
+    return recalls[..., classes].mean(axis=-1)
+
+
+def compared_classes(gen_counts: np.ndarray, real_counts: np.ndarray) -> np.ndarray:
+    """Classes with images on both sides: the ones a balanced (class-averaged) ratio can average over."""
+    return (np.asarray(gen_counts).sum(axis=-1) > 0) & (np.asarray(real_counts).sum(axis=-1) > 0)
+
+
+def identity_loss(gen_counts: np.ndarray, real_counts: np.ndarray | None, class_names: list[str]) -> dict:
+    """Per class: the label the oracle most often gives the class's generated images when it is wrong, the
+    share of the class's generated images that get it, and the share of its real test images that get it.
+
+    A generator that draws class ``c`` as its look-alike ``d`` shows as ``d`` with a generated share far above
+    the real one. Ties go to the lower class id; a class with no wrong generated image has ``None``.
+    """
+    gen = np.asarray(gen_counts, dtype=np.int64)
+    out = {}
+    for c, name in enumerate(class_names):
+        wrong = gen[c].copy()
+        wrong[c] = 0
+        if wrong.sum() == 0:
+            out[name] = {"label": None, "share_gen": 0.0, "share_real": None}
+            continue
+        j = int(wrong.argmax())
+        share_real = None
+        if real_counts is not None and np.asarray(real_counts)[c].sum() > 0:
+            share_real = float(np.asarray(real_counts)[c, j] / np.asarray(real_counts)[c].sum())
+        out[name] = {"label": class_names[j], "share_gen": float(gen[c, j] / gen[c].sum()), "share_real": share_real}
+    return out
 
 
 def _json_float(x) -> float | None:
@@ -66,6 +107,13 @@ def identity_metrics(gen_counts: np.ndarray, class_names: list[str], real_counts
             row["real"]["support"] = int(real_prf["support"][i])
             row["class_rca"] = _json_float(class_rca[i])
         out["per_class"][name] = row
+    if real_prf is not None:
+        both = compared_classes(gen_counts, real_counts)
+        bal_gen = balanced_accuracy(gen_prf["recall"], both)
+        bal_real = balanced_accuracy(real_prf["recall"], both)
+        out.update({"balanced_rca": _json_float(_ratio(bal_gen, bal_real)), "balanced_accuracy_gen": _json_float(bal_gen),
+                    "balanced_accuracy_real": _json_float(bal_real)})
+    out["identity_loss"] = identity_loss(gen_counts, real_counts, out["class_names"])
     out["confusion_gen"] = gen_counts.tolist()
     out["confusion_gen_normalised"] = normalise_rows(gen_counts).tolist()
     if real_counts is not None:
@@ -140,7 +188,11 @@ def bootstrap_rca(gen_counts: np.ndarray, real_counts: np.ndarray, num_resamples
     real_b = bootstrap_confusions(real_counts, num_resamples, rng)
     acc_gen, acc_real = accuracy_from_counts(gen_b), accuracy_from_counts(real_b)
     rca = _ratio(acc_gen, acc_real)
-    class_rca = _ratio(recall_from_counts(gen_b), recall_from_counts(real_b))
+    recall_gen, recall_real = recall_from_counts(gen_b), recall_from_counts(real_b)
+    class_rca = _ratio(recall_gen, recall_real)
+    # each class keeps its size in every resample, so the classes compared are the point estimate's
+    both = compared_classes(gen_counts, real_counts)
+    balanced = _ratio(balanced_accuracy(recall_gen, both), balanced_accuracy(recall_real, both))
 
     def pair(a):
         return [_json_float(a[0]), _json_float(a[1])]
@@ -151,9 +203,11 @@ def bootstrap_rca(gen_counts: np.ndarray, real_counts: np.ndarray, num_resamples
     dropped_cls = np.isnan(class_rca).sum(axis=0)
     return {"num_resamples": int(num_resamples), "seed": int(seed), "level": float(level),
             "method": "percentile, class-stratified, real and generated resampled independently",
-            "rca": pair(_interval(rca, level)), "accuracy_gen": pair(_interval(acc_gen, level)),
+            "rca": pair(_interval(rca, level)), "balanced_rca": pair(_interval(balanced, level)),
+            "accuracy_gen": pair(_interval(acc_gen, level)),
             "accuracy_real": pair(_interval(acc_real, level)),
             "class_rca": [pair(cls[:, i]) for i in range(cls.shape[1])],
             "dropped": {"why": "real accuracy (recall) 0 in the resample: the ratio is undefined, and the "
                                "interval is over the remaining resamples",
-                        "rca": int(np.isnan(rca).sum()), "class_rca": [int(n) for n in dropped_cls]}}
+                        "rca": int(np.isnan(rca).sum()), "balanced_rca": int(np.isnan(balanced).sum()),
+                        "class_rca": [int(n) for n in dropped_cls]}}

@@ -69,10 +69,10 @@ def _ci(pair, dropped: int = 0) -> str:
     return text + (f" ({dropped} resamples dropped)" if dropped else "")
 
 
-def _dropped(boot: dict | None, i: int | None = None) -> int:
-    """Resamples dropped from the global (``i`` None) or class ``i`` interval (0 for older metrics.json)."""
+def _dropped(boot: dict | None, i: int | None = None, key: str = "rca") -> int:
+    """Resamples dropped from the global ``key`` (``i`` None) or class ``i`` interval (0 for older metrics.json)."""
     d = (boot or {}).get("dropped") or {}
-    return int(d.get("rca", 0) if i is None else (d.get("class_rca") or [0] * (i + 1))[i])
+    return int(d.get(key, 0) if i is None else (d.get("class_rca") or [0] * (i + 1))[i])
 
 
 def table4(metrics: dict) -> str:
@@ -88,6 +88,35 @@ def table4(metrics: dict) -> str:
                      f"{_ci(ci, _dropped(boot, i))} |")
     lines.append(f"| **Global** | Accuracy: {ident['accuracy_real']:.3f} | | | Accuracy: {ident['accuracy_gen']:.3f} "
                  f"| | | **RCA: {_num(ident['rca'])}**{_ci(boot.get('rca'), _dropped(boot))} |")
+    if ident.get("balanced_rca") is not None or "balanced_accuracy_real" in ident:
+        lines.append(f"| **Class-balanced** | Mean recall: {_num(ident.get('balanced_accuracy_real'))} | | | Mean recall: "
+                     f"{_num(ident.get('balanced_accuracy_gen'))} | | | **Balanced RCA: {_num(ident.get('balanced_rca'))}**"
+                     f"{_ci(boot.get('balanced_rca'), _dropped(boot, key='balanced_rca'))} |")
+    return "\n".join(lines)
+
+
+def _with_ci(m: dict, key: str) -> str:
+    """``value [lo, hi]`` of an identity ratio (``rca``, ``balanced_rca``) with its bootstrap interval."""
+    boot = m.get("bootstrap") or {}
+    return f"{_num(m['identity'].get(key))}{_ci(boot.get(key), _dropped(boot, key=key))}"
+
+
+def identity_loss_table(metrics: dict) -> str:
+    """Per class: the wrong label the oracle gives its generated images most often, generated vs real share."""
+    ident = metrics["identity"]
+    loss = ident.get("identity_loss")
+    if not loss:
+        return "Not computed (metrics.json from an older kface)."
+    lines = ["| Class | Most often taken for | Share of generated | Share of real | Generated - real |",
+             "|---|---|---:|---:|---:|"]
+    for name in ident["class_names"]:
+        row = loss[name]
+        if row["label"] is None:
+            lines.append(f"| {name} | (no wrong generated image) | 0.00 | - | - |")
+            continue
+        real = row["share_real"]
+        gap = "-" if real is None else f"{row['share_gen'] - real:+.2f}"
+        lines.append(f"| {name} | {row['label']} | {row['share_gen']:.2f} | {_num(real, '.2f')} | {gap} |")
     return "\n".join(lines)
 
 
@@ -109,12 +138,35 @@ def summary_row(metrics: dict) -> str:
         return entry.get(key, entry) if isinstance(entry, dict) else entry
 
     kid = vis.get("kid")
-    cells = [f"{_num(ident['rca'])}{_ci(metrics.get('bootstrap', {}).get('rca'), _dropped(metrics.get('bootstrap')))}", f"{ident['accuracy_gen']:.4f}",
+    boot = metrics.get("bootstrap", {})
+    cells = [f"{_num(ident['rca'])}{_ci(boot.get('rca'), _dropped(boot))}",
+             f"{_num(ident.get('balanced_rca'))}{_ci(boot.get('balanced_rca'), _dropped(boot, key='balanced_rca'))}",
+             f"{ident['accuracy_gen']:.4f}",
              f"{ident['accuracy_real']:.4f}", _num(vis.get("fid"), ".2f"),
              _num(kid * 1e3 if isinstance(kid, float) else kid, ".2f"),
              _num(inner(vis.get("inception_score"), "mean")), _num(inner(vis.get("lpips"), "mean"), ".4f"),
              _num(metrics.get("oracle_frechet", {}).get("global"), ".2f")]
     return "| " + " | ".join(cells) + " |"
+
+
+def nuisance_cell(nuisance: dict | None) -> str:
+    """Nuisance-matched RCA, or why there is none (a match that would destroy identity cues)."""
+    if not nuisance:
+        return "-"
+    if nuisance.get("unmatched"):
+        return "not measurable (see the nuisance section)"
+    return _num(nuisance.get("nuisance_matched_rca"))
+
+
+def diversity_table(metrics: dict) -> str:
+    """Per class: mean pairwise oracle-feature distance on generated and real images, and their ratio."""
+    div = metrics.get("feature_diversity")
+    if not div:
+        return "Not computed (metrics.json from an older kface)."
+    lines = ["| Class | Generated | Real test | Generated / real |", "|---|---:|---:|---:|"]
+    lines += [f"| {n} | {_num(v['gen'])} | {_num(v['real'])} | {_num(v['ratio'])} |" for n, v in div["per_class"].items()]
+    lines.append(f"| Mean | {_num(div['mean_gen'])} | {_num(div['mean_real'])} | {_num(div['ratio'])} |")
+    return "\n".join(lines)
 
 
 def oracle_table(metrics: dict) -> str:
@@ -124,11 +176,14 @@ def oracle_table(metrics: dict) -> str:
         return ""
     rows = [("RCA", lambda m: f"{_num(m['identity']['rca'])}"
                               f"{_ci(m.get('bootstrap', {}).get('rca'), _dropped(m.get('bootstrap')))}"),
-            ("Nuisance-matched RCA", lambda m: _num(m.get("nuisance", {}).get("nuisance_matched_rca"))),
+            ("Balanced RCA", lambda m: _with_ci(m, "balanced_rca")),
+            ("Nuisance-matched RCA", lambda m: nuisance_cell(m.get("nuisance"))),
             ("Accuracy gen", lambda m: f"{m['identity']['accuracy_gen']:.4f}"),
             ("Accuracy real", lambda m: f"{m['identity']['accuracy_real']:.4f}"),
-            ("Accuracy real, degraded (all)", lambda m: _num(m.get("nuisance", {}).get("accuracy_real_degraded"),
-                                                              ".4f")),
+            ("Accuracy gen, nuisance-matched", lambda m: _num(m.get("nuisance", {}).get("accuracy_gen_matched"), ".4f")),
+            ("Accuracy real, nuisance-matched", lambda m: _num(m.get("nuisance", {}).get("accuracy_real_matched"),
+                                                                ".4f")),
+            ("Feature diversity gen / real", lambda m: _num(m.get("feature_diversity", {}).get("ratio"))),
             ("Nuisance share of the gap", lambda m: _num(m.get("nuisance", {}).get("nuisance_share_of_gap"))),
             ("Oracle FD", lambda m: _num(m.get("oracle_frechet", {}).get("global"), ".2f"))]
     lines = ["## Oracles side by side", "", "| Metric | " + " | ".join(f"`{n}`" for n in oracles) + " |",
@@ -167,6 +222,13 @@ def shift_section(metrics: dict) -> str:
             value = acc[key] if key == "clean" else acc[key]["accuracy"]
             cells.append(f"{value:.3f} | {acc['clean'] - value:+.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| Nuisance-matched sets | " + " | ".join(f"`{n}`" for n in oracles) + " |",
+              "|---" * (len(oracles) + 1) + "|"]
+    for label, key in (("Accuracy gen (colour and background mapped to real)", "accuracy_gen_matched"),
+                       ("Accuracy real (given the generated grain/blur)", "accuracy_real_matched")):
+        lines.append(f"| {label} | " + " | ".join(_num(m["nuisance"].get(key)) for m in oracles.values()) + " |")
+    lines.append("| **Nuisance-matched RCA** | " + " | ".join(nuisance_cell(m["nuisance"]) for m in oracles.values())
+                 + " |")
     lines.append("")
     lines += [f"- `{n}`: {m['nuisance']['explanation']}" for n, m in oracles.items()]
     return "\n".join(lines) + "\n"
@@ -188,25 +250,45 @@ Samples `{cfg['samples']}` ({ident['num_gen']} images, {len(ident['class_names']
 {', '.join(f'`{o}`' for o in _as_list(cfg['oracle']))} against `{cfg['dataset']}` (test split: {ident['num_real']} \
 images). Single-oracle tables below are the first oracle's.
 
-| RCA | Accuracy gen | Accuracy real | FID ({vis.get('fid_mode', '-')}) | KID x1e3 | IS | LPIPS | Oracle FD |
-|---|---|---|---|---|---|---|---|
+| RCA | Balanced RCA | Accuracy gen | Accuracy real | FID ({vis.get('fid_mode', '-')}) | KID x1e3 | IS | LPIPS | Oracle FD |
+|---|---|---|---|---|---|---|---|---|
 {summary_row(metrics)}
 
 {oracle_table(metrics)}## Low-level shift and the oracle-nuisance diagnostic
 
-The real test images degraded to the generated set's statistics (colour: per-channel mean/std; high
+First table: the low-level statistics of both sets. Second: the oracle on the real test images degraded
+to the generated set's statistics, one shift at a time (colour: per-channel mean/std of the centre; high
 frequency: noise or blur to its grain; background: the border ring, blended in smoothly; then all
-together). Nuisance-matched RCA = accuracy gen / accuracy on the real images degraded by all of them.
+together): which shift costs the oracle what. Third: **nuisance-matched RCA** = accuracy on the generated
+images with their colour and background mapped to the real ones (invertible per-channel maps) / accuracy
+on the real images given the generated set's grain or blur (what cannot be taken out of a generated image).
+Where the match would destroy identity cues it says so instead of giving a number.
 
 {shift_section(metrics)}
 ## Identity: real against generated (Table 4)
 
 {table4(metrics)}
 
-Class RCA = generated recall / real recall{boot_text}.
+Class RCA = generated recall / real recall{boot_text}. Balanced RCA = mean class recall on generated / mean
+class recall on real: unlike RCA (the paper's eq. 5) it does not weight classes by their real test counts.
 Confusion matrices: ![real vs generated]({files['confusion_pair']})
 ([real]({files['confusion_real']}), [generated]({files['confusion_gen']})); per-class RCA:
 ![class RCA]({files['class_rca']})
+
+## Identity loss: what each class is taken for
+
+For each class, the label the oracle most often gives its generated images when it is wrong, the share of
+the class's generated images that get that label, and the share of its real test images that get the same
+label. A generated share far above the real one is a face drawn as that other identity.
+
+{identity_loss_table(metrics)}
+
+## Diversity in the oracle's feature space
+
+Mean Euclidean distance between the oracle's penultimate features of all pairs of images of a class. A ratio
+below 1: the generated images of that class vary less, in what the oracle sees, than its real test images.
+
+{diversity_table(metrics)}
 
 ## Diversity: per-class LPIPS (Table 3)
 
