@@ -26,7 +26,7 @@ from accelerate.utils.environment import parse_flag_from_env
 
 from kface.utils.args import add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args
 from kface.data import class_names, load_image_dataset, require_classes
-from kface.utils.errors import KfaceError, run_cli
+from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.features import oracle_outputs, per_class_frechet
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_writable_dir
@@ -35,8 +35,8 @@ from kface.nuisance import degradations, degraded_accuracies, nuisance_matched_r
 from kface.oracle import load_oracle
 from kface.rca import bootstrap_rca, relative_classification_accuracy
 from kface.report import config_hash, package_versions, push_metrics_to_card, write_outputs
-from kface.samples import (check_class_names, check_sampled_classes, match_resolution, pipeline_hub_id,
-                          read_dataset_split, read_samples)
+from kface.data import read_dataset_split
+from kface.samples import check_class_names, check_sampled_classes, match_resolution, pipeline_hub_id, read_samples
 from kface.visual_metrics import FID_MODES, visual_metrics
 
 logger = get_logger(__name__)
@@ -98,8 +98,11 @@ def oracle_names(paths: list[str]) -> list[str]:
 
 def load_inputs(args, device):
     """Oracles, generated and real test images, with classes checked and resolutions matched."""
-    oracles = {name: load_oracle(path, device=device) for name, path in zip(oracle_names(args.oracle), args.oracle)}
-    gen = read_samples(args.samples)
+    with cli_flag("--oracle"):
+        oracles = {name: load_oracle(path, device=device)
+                   for name, path in zip(oracle_names(args.oracle), args.oracle)}
+    with cli_flag("--samples"):
+        gen = read_samples(args.samples)
     resolution = args.resolution or gen.meta.get("resolution") or gen.images.shape[-1]
     ds = load_image_dataset(args.dataset, resolution=resolution)
     if "test" not in ds:
@@ -110,7 +113,7 @@ def load_inputs(args, device):
                                "--dataset": class_names(ds)})
     require_classes(names, "--dataset", args.dataset)
     sampled = check_sampled_classes(names, gen)
-    real = read_dataset_split(ds["test"], split="test", flag="--dataset")
+    real = read_dataset_split(ds["test"], split="test")
     if len(sampled) < len(names):  # sample.py --classes: compare with real images of the same classes
         keep = np.isin(real.labels, sampled)
         real.images, real.labels = real.images[keep], real.labels[keep]
@@ -177,7 +180,7 @@ def main(args):
     metrics.update(next(iter(metrics["oracles"].values())))  # the first --oracle's, where one-oracle readers look
     if not args.no_visual:
         metrics["visual"] = visual_metrics(
-            gen, lambda: read_dataset_split(ds["train"], split="train", flag="--dataset"), fid_mode=args.fid_mode,
+            gen, lambda: read_dataset_split(ds["train"], split="train"), fid_mode=args.fid_mode,
             inception_weights=args.inception_weights, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,
             lpips_pairs=args.lpips_pairs, seed=args.seed, batch_size=args.visual_batch_size, device=device)
     metrics["num_processes"] = state.num_processes  # the others returned above: the numbers do not depend on it

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 def decode_split(dataset, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 NCHW images, int64 labels) of a Dataset with ``image`` and ``label`` columns, resized as the
     per-image path resizes (kface.training.image_transform without augmentation)."""
-    from .training import image_transform
+    from .train.setup import image_transform
 
     transform = image_transform(resolution, train=False)
     images = torch.empty((len(dataset), 3, resolution, resolution), dtype=torch.uint8)

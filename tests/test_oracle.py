@@ -11,7 +11,8 @@ from conftest import run_script
 from kface.utils.errors import KfaceError
 from kface.oracle import (Oracle, adapt_stem, comparison_table, create_classifier, load_oracle, oracle_config,
                           save_oracle, warmup_param_groups)
-from kface.training import checkpoint_due, phase_cosine_schedule
+from kface.oracle.recipe import phase_cosine_schedule
+from kface.train.checkpoints import checkpoint_due
 
 NAMES = ["0000", "0001", "0002", "0003"]
 
@@ -198,7 +199,7 @@ def test_bad_inputs_one_line_exit_2(tiny_dataset, tmp_path, extra, message):
 
 
 def test_mid_epoch_resume_sees_the_same_remaining_batches(tmp_path):
-    from kface.training import build_accelerator
+    from kface.train.setup import build_accelerator
 
     def loader(accelerator):
         data = torch.utils.data.TensorDataset(torch.arange(20))

@@ -80,7 +80,7 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     """A saved ClassConditionalDDPMPipeline (16 px, untrained) with the tiny_dataset's classes."""
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from kface.pipeline import ClassConditionalDDPMPipeline
+    from kface.diffusion import ClassConditionalDDPMPipeline
 
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
@@ -146,7 +146,7 @@ def killed_then_resumed(tiny_dataset, model_config, tmp_path_factory):
                      "--max_train_steps", "12")
     kill_after_first_checkpoint(args, out)
     assert not (out / "model_index.json").exists()
-    from kface.checkpointing import latest_checkpoint
+    from kface.train.checkpoints import latest_checkpoint
 
     resumed_from = json.loads((latest_checkpoint(out) / "kface_state.json").read_text())["step"]
     rerun = run(ddpm_args(tiny_dataset, out, model_config, "--checkpointing_steps", "2", "--checkpoints_total_limit",

@@ -20,8 +20,9 @@ from PIL import Image
 
 from conftest import REPO
 from kface.utils.errors import KfaceError, run_cli
-from kface.pipeline import ClassConditionalDDPMPipeline, make_scheduler
-from kface.sampling import class_folders, generate, image_path
+from kface.diffusion import ClassConditionalDDPMPipeline, make_scheduler
+from kface.diffusion.generate import generate
+from kface.samples import class_folders, image_path
 
 NAMES = ["ann", "bob", "cat"]
 # the reference setting of the subprocess runs: 3 classes x 6 images, DDIM 4 steps, guided (batched forward)
