@@ -24,7 +24,7 @@ from kface.diffusion.schedulers import SAMPLER_NAMES, check_inference_steps, mak
 from kface.samples import (MANIFEST, build_manifest, check_manifest, class_folders, class_ids, complete_folder,
                            manifest_entries, missing_jobs, remove_partial_files, samples_dirs)
 from kface.train.setup import setup_logging
-from kface.utils.args import add_overwrite_arg, check_guidance
+from kface.utils.args import add_overwrite_arg, check_guidance, require_flags
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.io import atomic_write_json, check_writable_dir
 from kface.utils.outputs import keep_or_replace
@@ -56,10 +56,8 @@ def parse_args(argv=None):
 
 
 def check_args(args) -> None:
-    if not args.pipeline:
-        raise KfaceError("--pipeline is required: a train_ddpm.py output folder or a Hub model id")
-    if not args.output_dir:
-        raise KfaceError("--output_dir is required: where the samples folder(s) go")
+    require_flags(args, pipeline="a train_ddpm.py output folder or a Hub model id",
+                  output_dir="where the samples folder(s) go")
     for flag, value in (("--num_per_class", args.num_per_class), ("--batch_size", args.batch_size)):
         if value < 1:
             raise KfaceError(f"{flag} {value}: must be a positive integer")

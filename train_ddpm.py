@@ -37,8 +37,8 @@ from kface.train.checkpoints import Checkpointer, resolve_resume
 from kface.train.distributed import check_replicas
 from kface.train.monitor import TrainingMonitor
 from kface.train.setup import build_accelerator, image_loaders, resume_batches, setup_logging, steps_per_epoch
-from kface.utils.args import (add_data_args, add_hub_args, add_training_args, check_guidance, non_negative_int,
-                              positive_int, recordable_args)
+from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_training_args, check_guidance,
+                              non_negative_int, positive_int, recordable_args, require_flags)
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, check_writable_dir
@@ -81,10 +81,7 @@ def parse_args(argv=None):
 
 
 def check_args(args) -> None:
-    if not args.dataset:
-        raise KfaceError("--dataset is required: a preprocess.py output folder, a saved DatasetDict or a Hub id")
-    if not args.output_dir:
-        raise KfaceError("--output_dir is required: where the pipeline, checkpoints and samples are written")
+    require_flags(args, dataset=DATASET_HINT, output_dir="where the pipeline, checkpoints and samples are written")
     if not 0 <= args.cond_drop_prob < 1:
         raise KfaceError(f"--cond_drop_prob {args.cond_drop_prob}: must be in [0, 1); 0.1 is the usual choice")
     check_guidance([args.validation_guidance], "--validation_guidance")

@@ -38,8 +38,9 @@ from kface.train.checkpoints import BestWeights, Checkpointer, resolve_resume
 from kface.train.distributed import check_replicas
 from kface.train.monitor import TrainingMonitor
 from kface.train.setup import build_accelerator, image_loaders, resume_batches, setup_logging, steps_per_epoch
-from kface.utils.args import (add_data_args, add_hub_args, add_training_args, below_one, fraction,
-                              non_negative_float, non_negative_int, recordable_args, unit_interval)
+from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_training_args, below_one,
+                              fraction, non_negative_float, non_negative_int, recordable_args, require_flags,
+                              unit_interval)
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, atomic_write_text, check_writable_dir
@@ -82,10 +83,7 @@ def parse_args(argv=None):
 
 
 def check_args(args) -> None:
-    if not args.dataset:
-        raise KfaceError("--dataset is required: a preprocess.py output folder, a saved DatasetDict or a Hub id")
-    if not args.output_dir:
-        raise KfaceError("--output_dir is required: where the oracle and its report are written")
+    require_flags(args, dataset=DATASET_HINT, output_dir="where the oracle and its report are written")
     if args.eval_only and not args.oracle:
         raise KfaceError("--eval_only needs --oracle PATH_OR_HUB_ID")
     if not 0 <= args.val_fraction < 1:

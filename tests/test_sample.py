@@ -19,7 +19,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image
 
 from conftest import REPO
-from kface.utils.errors import KfaceError, run_cli
+from kface.utils.errors import InputError, KfaceError, run_cli
 from kface.diffusion import ClassConditionalDDPMPipeline, make_scheduler
 from kface.diffusion.generate import generate
 from kface.samples import class_folders, image_path
@@ -203,7 +203,7 @@ def test_class_folders_are_the_names_and_reserved_ones_get_the_id():
     names = ["a b", "Zoë Ñ", "李雷", "grids", "Dataset", "x"]
     assert class_folders(names) == ["a b", "Zoë Ñ", "李雷", "grids@3", "Dataset@4", "x"]
     for bad in (["../x", "y"], ["a/b", "y"], ["", "y"], ["x", "X"], ["é" * 128, "y"]):  # 256 bytes of UTF-8
-        with pytest.raises(KfaceError, match="--pipeline: class name"):
+        with pytest.raises(InputError, match="class_names: class name"):
             class_folders(bad)
 
 
@@ -258,8 +258,8 @@ def test_guidance_sweep_writes_one_folder_each(pipe_dir, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--num_per_class", "0"], "--num_per_class 0: must be a positive integer"),
     (["--guidance_scale", "-1"], "--guidance_scale -1.0: must be >= 0"),
-    (["--classes", "ann", "dan"], r"--classes 'dan': no such class .* \['ann', 'bob', 'cat'\]"),
-    (["--scheduler", "heun"], "--scheduler heun: unknown"),
+    (["--classes", "ann", "dan"], r"--classes: unknown class name 'dan'; .* \['ann', 'bob', 'cat'\]"),
+    (["--scheduler", "heun"], "--scheduler: scheduler 'heun' is unknown"),
 ])
 def test_bad_flags_are_one_line_errors(pipe_dir, tmp_path, argv, message):
     with pytest.raises(KfaceError, match=message):
