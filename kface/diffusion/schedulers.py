@@ -90,7 +90,7 @@ class ClippedEulerDiscreteScheduler(_ClipX0LikeDDIM, EulerDiscreteScheduler):
 # At t = 999 alpha_bar is 4e-5 on the linear schedule (~1e-9 on squaredcos_cap_v2), so the x_0 derived from
 # eps in the first steps is the eps error times ~150 (~3e4): every sampler clips x_0 to the data range, and
 # all clip it the way DDIM does (clip x_0, keep the model's eps): diffusers' `thresholding` instead keeps
-# what the clip removed in the state and broke samples with a large ||x_T|| (kface.schedulers, issue 12).
+# what the clip removed in the state and broke samples with a large ||x_T|| (the Clipped* classes above, issue 12).
 # A first-order last step to sigma = 0 keeps the multistep solvers from leaving noise behind.
 SCHEDULERS = {
     "ddpm": (DDPMScheduler, dict(clip_sample=True)),
