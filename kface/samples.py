@@ -183,15 +183,15 @@ def read_images(out: Path, folder: str, seeds) -> np.ndarray:
 
 
 def write_grids(out: Path, class_ids: list[int], folders: list[str], seed: int, num_per_class: int) -> None:
-    """``grids/<folder>.png``: the first 64 images of each class, 8 a row."""
-    from PIL import Image
-    from torchvision.utils import make_grid
+    """``grids/<folder>.png``: the first 64 images of each class, 8 a row (torchvision ``save_image``; uint8 / 255
+    comes back as the same uint8 values)."""
+    from torchvision.utils import save_image
 
     for c in class_ids:
         images = read_images(out, folders[c], range(seed, seed + min(GRID_SIZE, num_per_class)))
-        grid = make_grid(torch.from_numpy(images).permute(0, 3, 1, 2), nrow=8, padding=2, pad_value=255)
         with atomic_path(out / GRIDS / f"{folders[c]}.png") as tmp:
-            Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+            save_image(torch.from_numpy(images).permute(0, 3, 1, 2) / 255.0, tmp, nrow=8, padding=2, pad_value=1.0,
+                       format="PNG")
 
 
 def write_dataset(out: Path, names: list[str], class_ids: list[int], folders: list[str], seed: int,
