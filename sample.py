@@ -115,8 +115,8 @@ def sample_folder(accelerator, pipe, out: Path, *, settings: dict, class_ids: li
     scale = accelerator.num_processes if accelerator.num_processes > 1 else False
     with tqdm(total=len(mine), unit="img", unit_scale=scale, dynamic_ncols=True, desc=f"w={w:g}",
               disable=not accelerator.is_local_main_process) as bar:
-        generate(pipe, mine, out, folders, seed, w, settings["num_inference_steps"], batch_size,
-                 autocast=accelerator.autocast, progress=bar)
+        generate(pipe, mine, out, folders, seed=seed, guidance_scale=w, batch_size=batch_size,
+                 num_inference_steps=settings["num_inference_steps"], autocast=accelerator.autocast, progress=bar)
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - tic
     if not accelerator.is_main_process:

@@ -152,9 +152,10 @@ def validate(args, run: Run, step: int) -> str | None:
     model = accelerator.unwrap_model(run.unet)
     with ema_weights(run.ema, model):
         images = sample_class_grid(model, make_scheduler(args.validation_scheduler, run.noise_scheduler.config),
-                                   names, args.validation_images_per_class, args.validation_guidance,
-                                   args.validation_inference_steps, args.seed, args.eval_batch_size,
-                                   autocast=accelerator.autocast())
+                                   names, images_per_class=args.validation_images_per_class,
+                                   guidance_scale=args.validation_guidance, seed=args.seed,
+                                   num_inference_steps=args.validation_inference_steps,
+                                   batch_size=args.eval_batch_size, autocast=accelerator.autocast())
         calibration = epsilon_calibration(model, run.noise_scheduler)  # eps at t = T - 1 should track x_T
     path = save_class_grid(images, names, args.validation_images_per_class, run.out / "samples" / f"step-{step}.png")
     log_images(accelerator, "samples", images, args.validation_images_per_class, step)
@@ -171,9 +172,10 @@ def optimisation_step(args, run: Run, batch, step: int, micro: int = 0) -> torch
     clipping, update (when the accumulation is complete). No device sync: ``run.monitor`` checks later."""
     accelerator, unet, noise_scheduler = run.accelerator, run.unet, run.noise_scheduler
     x0 = batch["pixel_values"].float() / 127.5 - 1  # uint8 -> [-1, 1]
-    noise, timesteps, uniform = step_draws(args.seed, accelerator.process_index, step, micro, args.train_batch_size,
-                                           args.gradient_accumulation_steps, x0,
-                                           noise_scheduler.config.num_train_timesteps)
+    noise, timesteps, uniform = step_draws(x0, seed=args.seed, process_index=accelerator.process_index, step=step,
+                                           micro=micro, batch_size=args.train_batch_size,
+                                           accumulation=args.gradient_accumulation_steps,
+                                           num_train_timesteps=noise_scheduler.config.num_train_timesteps)
     with accelerator.accumulate(unet):
         labels = drop_labels(batch["labels"], len(run.names), args.cond_drop_prob, uniform)
         loss = denoising_loss(unet, noise_scheduler, x0, labels, noise, timesteps)

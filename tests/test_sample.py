@@ -112,7 +112,8 @@ def test_batch_size_does_not_change_the_files(reference, pipe_dir, tmp_path):
     pipe.set_progress_bar_config(disable=True)
     jobs = [(c, i) for c in range(3) for i in range(6)]
     for batch in (2, 5):
-        generate(pipe, jobs, tmp_path / str(batch), NAMES, 10, 3.0, 4, batch)
+        generate(pipe, jobs, tmp_path / str(batch), NAMES, seed=10, guidance_scale=3.0, num_inference_steps=4,
+                 batch_size=batch)
     assert png_files(tmp_path / "2") == png_files(tmp_path / "5") == png_files(reference)
     # the check has teeth: the images differ between classes and seeds
     assert len(set(png_files(reference).values())) == 18

@@ -66,7 +66,7 @@ def shard(jobs: list, rank: int, world_size: int) -> list:
     return jobs[rank::world_size]
 
 
-def generate(pipe, jobs: list[tuple[int, int]], out: Path, folders: list[str], seed: int, guidance_scale: float,
+def generate(pipe, jobs: list[tuple[int, int]], out: Path, folders: list[str], *, seed: int, guidance_scale: float,
              num_inference_steps: int, batch_size: int, autocast=None, progress=None) -> int:
     """Sample and write the images of ``jobs``; batches mix classes so that every batch but the last is full.
 

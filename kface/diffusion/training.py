@@ -55,8 +55,8 @@ def denoising_loss(unet, noise_scheduler, x0: torch.Tensor, labels: torch.Tensor
     return F.mse_loss(prediction.float(), target.float())
 
 
-def step_draws(seed: int, process_index: int, step: int, micro: int, batch_size: int, accumulation: int,
-               x0: torch.Tensor, num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def step_draws(x0: torch.Tensor, *, seed: int, process_index: int, step: int, micro: int, batch_size: int,
+               accumulation: int, num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(noise, timesteps, label-dropout uniforms) of micro-batch ``micro`` of optimiser step ``step``.
 
     They come from a generator seeded by (seed, process, step) alone, not from the global RNG, which data
@@ -111,7 +111,7 @@ def ema_weights(ema, model):
         ema.restore(model.parameters())
 
 
-def sample_class_grid(unet, scheduler, class_names: list[str], images_per_class: int, guidance_scale: float,
+def sample_class_grid(unet, scheduler, class_names: list[str], *, images_per_class: int, guidance_scale: float,
                       num_inference_steps: int, seed: int, batch_size: int, autocast=None) -> torch.Tensor:
     """uint8 NCHW samples, ``images_per_class`` for each class in turn (a row per class in a grid).
 
