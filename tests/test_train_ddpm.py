@@ -9,7 +9,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from kface.diffusion.training import check_finite, denoising_loss, drop_labels
-from kface.utils.errors import KfaceError
+from kface.utils.errors import InputError, KfaceError
 from kface.diffusion import ClassConditionalDDPMPipeline
 
 from conftest import run_script
@@ -172,5 +172,5 @@ def test_resume_refuses_another_architecture(tmp_path):
     path = tmp_path / "training_config.json"
     path.write_text(json.dumps({"unet": saved}))
     check_resumed_unet(path, build_unet(16, names, preset="tiny", overrides=old))  # the same: accepted
-    with pytest.raises(KfaceError, match=r"norm_num_groups: 4 -> 8"):
+    with pytest.raises(InputError, match=r"norm_num_groups: 4 -> 8"):
         check_resumed_unet(path, build_unet(16, names, preset="tiny", overrides=MODEL_CONFIG))
