@@ -37,8 +37,8 @@ from kface.eval.nuisance import (accuracy, degradations, degraded_accuracies, ma
 from kface.oracle import load_oracle
 from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
 from kface.eval.report import config_hash, package_versions, push_metrics_to_card, write_outputs
-from kface.samples import (check_class_names, check_sampled_classes, match_resolution, pipeline_hub_id,
-                          read_dataset_split, read_samples)
+from kface.data import read_dataset_split
+from kface.samples import check_class_names, check_sampled_classes, match_resolution, pipeline_hub_id, read_samples
 from kface.eval.visual_metrics import FID_MODES, visual_metrics
 
 logger = get_logger(__name__)
@@ -100,8 +100,11 @@ def oracle_names(paths: list[str]) -> list[str]:
 
 def load_inputs(args, device):
     """Oracles, generated and real test images, with classes checked and resolutions matched."""
-    oracles = {name: load_oracle(path, device=device) for name, path in zip(oracle_names(args.oracle), args.oracle)}
-    gen = read_samples(args.samples)
+    with cli_flag("--oracle"):
+        oracles = {name: load_oracle(path, device=device)
+                   for name, path in zip(oracle_names(args.oracle), args.oracle)}
+    with cli_flag("--samples"):
+        gen = read_samples(args.samples)
     resolution = args.resolution or gen.meta.get("resolution") or gen.images.shape[-1]
     with cli_flag("--dataset"):
         ds = load_image_dataset(args.dataset, resolution=resolution)
@@ -114,7 +117,7 @@ def load_inputs(args, device):
     with cli_flag("--dataset"):
         require_classes(names, name=args.dataset)
     sampled = check_sampled_classes(names, gen)
-    real = read_dataset_split(ds["test"], split="test", flag="--dataset")
+    real = read_dataset_split(ds["test"], split="test")
     if len(sampled) < len(names):  # sample.py --classes: compare with real images of the same classes
         keep = np.isin(real.labels, sampled)
         real.images, real.labels = real.images[keep], real.labels[keep]
@@ -193,7 +196,7 @@ def main(args):
     metrics.update(next(iter(metrics["oracles"].values())))  # the first --oracle's, where one-oracle readers look
     if not args.no_visual:
         metrics["visual"] = visual_metrics(
-            gen, lambda: read_dataset_split(ds["train"], split="train", flag="--dataset"), fid_mode=args.fid_mode,
+            gen, lambda: read_dataset_split(ds["train"], split="train"), fid_mode=args.fid_mode,
             inception_weights=args.inception_weights, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,
             lpips_pairs=args.lpips_pairs, seed=args.seed, batch_size=args.visual_batch_size, device=device)
     metrics["num_processes"] = state.num_processes  # the others returned above: the numbers do not depend on it

@@ -12,7 +12,6 @@ and ``OUT/grids/<class folder>.png``; with several ``--guidance_scale`` values o
 """
 
 import argparse
-import logging
 import time
 from pathlib import Path
 
@@ -20,15 +19,15 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
-from kface.utils.args import add_overwrite_arg, check_guidance
-from kface.utils.errors import KfaceError, run_cli
+from kface.diffusion.generate import generate, load_pipeline, shard
+from kface.diffusion.schedulers import SAMPLER_NAMES, check_inference_steps, make_scheduler, sampler_name
+from kface.samples import (MANIFEST, build_manifest, check_manifest, class_folders, class_ids, complete_folder,
+                           manifest_entries, missing_jobs, remove_partial_files, samples_dirs)
+from kface.train.setup import setup_logging
+from kface.utils.args import add_overwrite_arg, check_guidance, require_flags
+from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.io import atomic_write_json, check_writable_dir
 from kface.utils.outputs import keep_or_replace
-from kface.pipeline import make_scheduler
-from kface.sampling import (SAMPLER_NAMES, build_manifest, check_manifest, class_folders, finish, generate,
-                            load_pipeline, missing_jobs, remove_partial_files, resolve_classes, sampler_name,
-                            samples_dirs, shard)
-from kface.sampling import check_inference_steps, manifest_entries
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -57,10 +56,8 @@ def parse_args(argv=None):
 
 
 def check_args(args) -> None:
-    if not args.pipeline:
-        raise KfaceError("--pipeline is required: a train_ddpm.py output folder or a Hub model id")
-    if not args.output_dir:
-        raise KfaceError("--output_dir is required: where the samples folder(s) go")
+    require_flags(args, pipeline="a train_ddpm.py output folder or a Hub model id",
+                  output_dir="where the samples folder(s) go")
     for flag, value in (("--num_per_class", args.num_per_class), ("--batch_size", args.batch_size)):
         if value < 1:
             raise KfaceError(f"{flag} {value}: must be a positive integer")
@@ -69,80 +66,83 @@ def check_args(args) -> None:
     if args.seed < 0:
         raise KfaceError(f"--seed {args.seed}: must be >= 0 (it names the files)")
     check_guidance(args.guidance_scale, "--guidance_scale")
-    args.scheduler = sampler_name(args.scheduler)
 
 
-def setup_pipeline(args, accelerator):
-    pipe, revision, sha256 = load_pipeline(args.pipeline, args.revision)
-    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-    if args.num_inference_steps is None:
-        args.num_inference_steps = pipe.scheduler.config.num_train_timesteps if args.scheduler == "ddpm" else 50
-    check_inference_steps(pipe.scheduler, args.num_inference_steps)
+def setup_pipeline(accelerator, source: str, revision: str | None, scheduler: str, num_inference_steps: int | None):
+    """The pipeline with the sampler ``scheduler`` (a SCHEDULERS key), its class folders, and the manifest fields
+    that say where it came from and how it samples."""
+    with cli_flag("--pipeline"):
+        pipe, commit, sha256 = load_pipeline(source, revision)
+        folders = class_folders(pipe.class_names)
+    pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    if num_inference_steps is None:  # the training T for DDPM (the paper), 50 for the fast samplers
+        num_inference_steps = pipe.scheduler.config.num_train_timesteps if scheduler == "ddpm" else 50
+    with cli_flag("--num_inference_steps"):
+        check_inference_steps(pipe.scheduler, num_inference_steps)
     pipe.to(accelerator.device)
-    return pipe, {"pipeline_revision": revision, "pipeline_sha256": sha256}
+    local = Path(source)
+    settings = {"pipeline": str(local.resolve()) if local.exists() else source, "pipeline_revision": commit,
+                "pipeline_sha256": sha256, "model_class_names": pipe.class_names, "scheduler": scheduler,
+                "num_inference_steps": num_inference_steps, "resolution": int(pipe.unet.config.sample_size),
+                "mixed_precision": accelerator.mixed_precision, "scheduler_config": dict(pipe.scheduler.config)}
+    return pipe, folders, settings
 
 
-def settings_of(args, pipe, source: dict, accelerator, guidance_scale: float) -> dict:
-    """The manifest fields that decide the pixels (kface.sampling.SETTINGS_KEYS) and how they were made."""
-    local = Path(args.pipeline)
-    return {"pipeline": str(local.resolve()) if local.exists() else args.pipeline, **source,
-            "model_class_names": pipe.class_names,
-            "scheduler": args.scheduler, "num_inference_steps": args.num_inference_steps,
-            "guidance_scale": float(guidance_scale), "seed": args.seed,
-            "resolution": int(pipe.unet.config.sample_size), "mixed_precision": accelerator.mixed_precision,
-            "scheduler_config": dict(pipe.scheduler.config)}
-
-
-def sample_folder(args, accelerator, pipe, settings: dict, out, class_ids, folders) -> dict | None:
-    """Fill one samples folder: check it, plan the missing images, shard, generate, finish (main process)."""
-    names = pipe.class_names
-    manifest = build_manifest(settings, names, folders, class_ids, args.seed, args.num_per_class, complete=False)
-    if args.overwrite:  # kface.utils.outputs' policy: what the folder holds is replaced instead of resumed
+def sample_folder(accelerator, pipe, out: Path, *, settings: dict, class_ids: list[int], folders: list[str],
+                  num_per_class: int, batch_size: int, output_format: str, overwrite: bool) -> dict | None:
+    """Fill one samples folder: check it, plan the missing images, shard, generate, complete (main process).
+    ``settings``: the manifest fields that decide the pixels (kface.samples.SETTINGS_KEYS) and how they were made."""
+    seed, w = settings["seed"], settings["guidance_scale"]
+    manifest = build_manifest(settings, pipe.class_names, folders, class_ids, seed, num_per_class, complete=False)
+    if overwrite:  # kface.utils.outputs' policy: what the folder holds is replaced instead of resumed
         keep_or_replace(out, manifest_entries(out), overwrite=True)
-    previous = check_manifest(out, settings)  # on every process, so that all of them stop on a mismatch
+    with cli_flag("--output_dir"):
+        previous = check_manifest(out, settings)  # on every process, so that all of them stop on a mismatch
     check_writable_dir(out, "--output_dir")
     if accelerator.is_main_process:
         if removed := remove_partial_files(out):
             logger.info("%s: removed %d partial files of an interrupted run", out, removed)
-        atomic_write_json(out / "samples.json", manifest)
+        atomic_write_json(out / MANIFEST, manifest)
     accelerator.wait_for_everyone()
-    jobs = missing_jobs(out, class_ids, folders, args.seed, args.num_per_class)
+    jobs = missing_jobs(out, class_ids, folders, seed, num_per_class)
     accelerator.wait_for_everyone()  # every process has listed the missing files before any is written
     mine = shard(jobs, accelerator.process_index, accelerator.num_processes)
-    total = len(class_ids) * args.num_per_class
     logger.info("%s: %d classes x %d = %d images, %d to do (%s, %d steps, w = %g, %d processes, batch %d)", out,
-                len(class_ids), args.num_per_class, total, len(jobs), args.scheduler, args.num_inference_steps,
-                settings["guidance_scale"], accelerator.num_processes, args.batch_size, main_process_only=True)
+                len(class_ids), num_per_class, len(class_ids) * num_per_class, len(jobs), settings["scheduler"],
+                settings["num_inference_steps"], w, accelerator.num_processes, batch_size, main_process_only=True)
     tic = time.perf_counter()
     # counts of this process, scaled to all of them (the shards are equal to within one image)
     scale = accelerator.num_processes if accelerator.num_processes > 1 else False
-    with tqdm(total=len(mine), unit="img", unit_scale=scale, dynamic_ncols=True,
-              desc=f"w={settings['guidance_scale']:g}", disable=not accelerator.is_local_main_process) as bar:
-        generate(pipe, mine, out, folders, args.seed, settings["guidance_scale"], args.num_inference_steps,
-                 args.batch_size, autocast=accelerator.autocast, progress=bar)
+    with tqdm(total=len(mine), unit="img", unit_scale=scale, dynamic_ncols=True, desc=f"w={w:g}",
+              disable=not accelerator.is_local_main_process) as bar:
+        generate(pipe, mine, out, folders, seed=seed, guidance_scale=w, batch_size=batch_size,
+                 num_inference_steps=settings["num_inference_steps"], autocast=accelerator.autocast, progress=bar)
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - tic
     if not accelerator.is_main_process:
         return None
     speed = round(len(jobs) / seconds, 2) if jobs else previous.get("images_per_second")  # a rerun with nothing to do
-    manifest = finish(out, {**manifest, "images_per_second": speed, "num_processes": accelerator.num_processes},
-                      names, class_ids, folders, args.output_format)
+    manifest = complete_folder(out, {**manifest, "images_per_second": speed,
+                                     "num_processes": accelerator.num_processes}, folders, output_format)
     logger.info("%s: %s; %d images in %.1f s", out, "complete" if manifest["complete"] else "INCOMPLETE",
                 len(jobs), seconds)
     return manifest
 
 
 def main(args) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("kface").setLevel(logging.INFO)
+    setup_logging()
     check_args(args)
+    with cli_flag("--scheduler"):  # before the pipeline is loaded (maybe downloaded)
+        scheduler = sampler_name(args.scheduler)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    pipe, source = setup_pipeline(args, accelerator)
-    class_ids = resolve_classes(pipe.class_names, args.classes)
-    folders = class_folders(pipe.class_names)
+    pipe, folders, source = setup_pipeline(accelerator, args.pipeline, args.revision, scheduler,
+                                           args.num_inference_steps)
+    with cli_flag("--classes"):  # the model's classes by name or id, all by default
+        ids = sorted(set(class_ids(pipe.class_names, args.classes))) if args.classes else list(range(len(folders)))
     for w, out in samples_dirs(args.output_dir, list(dict.fromkeys(args.guidance_scale))):
-        settings = settings_of(args, pipe, source, accelerator, w)
-        sample_folder(args, accelerator, pipe, settings, out, class_ids, folders)
+        sample_folder(accelerator, pipe, out, settings={**source, "guidance_scale": float(w), "seed": args.seed},
+                      class_ids=ids, folders=folders, num_per_class=args.num_per_class, batch_size=args.batch_size,
+                      output_format=args.output_format, overwrite=args.overwrite)
     accelerator.end_training()
 
 

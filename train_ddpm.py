@@ -13,8 +13,8 @@ card), training_config.json, samples/step-<N>.png (a row per class), checkpoint-
 """
 
 import argparse
-import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,25 +24,25 @@ from diffusers import DDPMScheduler
 from diffusers.optimization import SchedulerType, get_scheduler
 from tqdm.auto import tqdm
 
-from kface.utils.args import (add_data_args, add_hub_args, add_training_args, check_guidance, non_negative_int,
-                        positive_int, recordable_args)
-from kface.calibration import epsilon_calibration
-from kface.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
 from kface.data import class_names, load_image_dataset, require_splits
-from kface.diffusion_training import (create_ema, denoising_loss, drop_labels, ema_weights, log_images,
+from kface.diffusion import ClassConditionalDDPMPipeline
+from kface.diffusion.calibration import epsilon_calibration
+from kface.diffusion.schedulers import SCHEDULERS, check_inference_steps, make_scheduler
+from kface.diffusion.training import (create_ema, denoising_loss, drop_labels, ema_weights, log_images,
                                       sample_class_grid, save_class_grid, save_pipeline, step_draws,
                                       write_model_card)
-from kface.distributed import check_replicas
+from kface.diffusion.unet import PRESET_NAMES, build_unet, check_resumed_unet, read_model_config
+from kface.data.memory import in_memory_loaders
+from kface.train.checkpoints import Checkpointer, resolve_resume
+from kface.train.distributed import check_replicas
+from kface.train.monitor import TrainingMonitor
+from kface.train.setup import build_accelerator, image_loaders, resume_batches, setup_logging, steps_per_epoch
+from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_training_args, check_guidance,
+                              non_negative_int, positive_int, recordable_args, require_flags)
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, check_writable_dir
-from kface.data.memory import in_memory_loaders
 from kface.utils.outputs import keep_or_resume_training
-from kface.pipeline import SCHEDULERS, ClassConditionalDDPMPipeline, make_scheduler
-from kface.sampling import check_inference_steps
-from kface.train_monitor import TrainingMonitor
-from kface.training import build_accelerator, checkpoint_due, image_loaders, resume_batches
-from kface.unet import PRESET_NAMES, build_unet, check_resumed_unet, num_parameters, read_model_config
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -75,16 +75,13 @@ def parse_args(argv=None):
     g.add_argument("--validation_guidance", type=float, default=3.0)
     g.add_argument("--validation_inference_steps", type=positive_int, default=50)
     g.add_argument("--validation_scheduler", default="ddim", choices=sorted(SCHEDULERS),
-                   help="Sampler for the validation grids (kface.pipeline.make_scheduler).")
+                   help="Sampler for the validation grids (kface.diffusion.schedulers).")
     add_hub_args(p, kind="model")
     return p.parse_args(argv)
 
 
 def check_args(args) -> None:
-    if not args.dataset:
-        raise KfaceError("--dataset is required: a preprocess.py output folder, a saved DatasetDict or a Hub id")
-    if not args.output_dir:
-        raise KfaceError("--output_dir is required: where the pipeline, checkpoints and samples are written")
+    require_flags(args, dataset=DATASET_HINT, output_dir="where the pipeline, checkpoints and samples are written")
     if not 0 <= args.cond_drop_prob < 1:
         raise KfaceError(f"--cond_drop_prob {args.cond_drop_prob}: must be in [0, 1); 0.1 is the usual choice")
     check_guidance([args.validation_guidance], "--validation_guidance")
@@ -92,12 +89,15 @@ def check_args(args) -> None:
 
 
 def build_model(args, names: list[str], resolution: int):
-    overrides = read_model_config(args.model_config) if args.model_config else None
-    unet = build_unet(resolution, names, preset=args.preset, overrides=overrides)
+    with cli_flag("--model_config"):
+        overrides = read_model_config(args.model_config) if args.model_config else None
+    with cli_flag(f"--preset {args.preset} / --resolution {resolution}" + (" / --model_config" if overrides else "")):
+        unet = build_unet(resolution, names, preset=args.preset, overrides=overrides)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.beta_schedule,
                                     prediction_type=args.prediction_type)
-    check_inference_steps(make_scheduler(args.validation_scheduler, noise_scheduler.config),
-                          args.validation_inference_steps, "--validation_inference_steps")  # before any step
+    with cli_flag("--validation_inference_steps"):  # before any step
+        check_inference_steps(make_scheduler(args.validation_scheduler, noise_scheduler.config),
+                              args.validation_inference_steps)
     return unet, noise_scheduler
 
 
@@ -110,16 +110,14 @@ def make_loader(args, train_ds, resolution: int, num_processes: int):
     else:
         loader = image_loaders({"train": train_ds}, resolution, args.train_batch_size, args.eval_batch_size,
                                args.dataloader_num_workers, random_flip=args.random_flip)["train"]
-    # what the prepared (sharded) loader will give: ceil(batches / processes) each, then accumulation
-    steps_per_epoch = -(-(-(-len(loader) // num_processes)) // args.gradient_accumulation_steps)
-    return loader, steps_per_epoch
+    return loader, steps_per_epoch(len(loader), num_processes, args.gradient_accumulation_steps)
 
 
 def run_config(args, resolution: int, names: list[str], unet) -> dict:
     """What training_config.json and the model card record: every flag plus what was resolved from them."""
     keys = ("cond_drop_prob", "prediction_type", "beta_schedule", "ddpm_num_steps", "use_ema", "validation_guidance")
     return {"args": recordable_args(args), "resolution": resolution, "class_names": names,
-            "num_parameters": num_parameters(unet), "unet": dict(unet.config), **{k: getattr(args, k) for k in keys}}
+            "num_parameters": unet.num_parameters(), "unet": dict(unet.config), **{k: getattr(args, k) for k in keys}}
 
 
 def build_optimisation(args, unet, steps_per_epoch: int):
@@ -130,66 +128,83 @@ def build_optimisation(args, unet, steps_per_epoch: int):
     return optimizer, lr_scheduler, total
 
 
-def validate(args, accelerator, unet, ema, noise_scheduler, names, out: Path, step: int) -> str | None:
+@dataclass
+class Run:
+    """What the training steps share, prepared by ``main``: one object instead of ten positional arguments."""
+
+    accelerator: object
+    unet: torch.nn.Module
+    ema: object | None
+    noise_scheduler: DDPMScheduler
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    names: list[str]
+    out: Path
+    monitor: TrainingMonitor
+    checkpointer: Checkpointer
+
+
+def validate(args, run: Run, step: int) -> str | None:
     """A grid of EMA samples, a row per class, to samples/step-<N>.png and the trackers."""
+    accelerator, names = run.accelerator, run.names
     if not accelerator.is_main_process:
         return None
-    model = accelerator.unwrap_model(unet)
-    with ema_weights(ema, model):
-        images = sample_class_grid(model, make_scheduler(args.validation_scheduler, noise_scheduler.config), names,
-                                   args.validation_images_per_class, args.validation_guidance,
-                                   args.validation_inference_steps, args.seed, args.eval_batch_size,
-                                   autocast=accelerator.autocast())
-        calibration = epsilon_calibration(model, noise_scheduler)  # eps at t = T - 1 should track x_T
-    path = save_class_grid(images, names, args.validation_images_per_class, out / "samples" / f"step-{step}.png")
+    model = accelerator.unwrap_model(run.unet)
+    with ema_weights(run.ema, model):
+        images = sample_class_grid(model, make_scheduler(args.validation_scheduler, run.noise_scheduler.config),
+                                   names, images_per_class=args.validation_images_per_class,
+                                   guidance_scale=args.validation_guidance, seed=args.seed,
+                                   num_inference_steps=args.validation_inference_steps,
+                                   batch_size=args.eval_batch_size, autocast=accelerator.autocast())
+        calibration = epsilon_calibration(model, run.noise_scheduler)  # eps at t = T - 1 should track x_T
+    path = save_class_grid(images, names, args.validation_images_per_class, run.out / "samples" / f"step-{step}.png")
     log_images(accelerator, "samples", images, args.validation_images_per_class, step)
     accelerator.log({f"val/eps_{k}": calibration[k] for k in ("mean_slope", "norm_ratio", "scale_response")},
                     step=step)
     logger.info("step %d: samples in %s; eps calibration at t = %d (ideal ~%.3f): mean slope %.3f, norm ratio "
                 "%.3f, scale response %.3f", step, path, calibration["timestep"], calibration["ideal"],
                 calibration["mean_slope"], calibration["norm_ratio"], calibration["scale_response"])
-    return str(path.relative_to(out))
+    return str(path.relative_to(run.out))
 
 
-def optimisation_step(args, accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch, null_id: int,
-                      step: int, monitor: TrainingMonitor, micro: int = 0) -> torch.Tensor:
+def optimisation_step(args, run: Run, batch, step: int, micro: int = 0) -> torch.Tensor:
     """One micro-batch (number ``micro`` of optimiser step ``step``): label dropout, loss, backward,
-    clipping, update (when the accumulation is complete). No device sync: ``monitor`` checks later."""
+    clipping, update (when the accumulation is complete). No device sync: ``run.monitor`` checks later."""
+    accelerator, unet, noise_scheduler = run.accelerator, run.unet, run.noise_scheduler
     x0 = batch["pixel_values"].float() / 127.5 - 1  # uint8 -> [-1, 1]
-    noise, timesteps, uniform = step_draws(args.seed, accelerator.process_index, step, micro, args.train_batch_size,
-                                           args.gradient_accumulation_steps, x0,
-                                           noise_scheduler.config.num_train_timesteps)
+    noise, timesteps, uniform = step_draws(x0, seed=args.seed, process_index=accelerator.process_index, step=step,
+                                           micro=micro, batch_size=args.train_batch_size,
+                                           accumulation=args.gradient_accumulation_steps,
+                                           num_train_timesteps=noise_scheduler.config.num_train_timesteps)
     with accelerator.accumulate(unet):
-        labels = drop_labels(batch["labels"], null_id, args.cond_drop_prob, uniform)
+        labels = drop_labels(batch["labels"], len(run.names), args.cond_drop_prob, uniform)
         loss = denoising_loss(unet, noise_scheduler, x0, labels, noise, timesteps)
-        monitor.add_loss(loss, step)
+        run.monitor.add_loss(loss, step)
         accelerator.backward(loss)
         if accelerator.sync_gradients and args.max_grad_norm > 0:
             norm = accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
-            monitor.add_grad_norm(norm, step)  # inf under fp16 on the steps the scaler skips: not checked then
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            run.monitor.add_grad_norm(norm, step)  # inf under fp16 on the steps the scaler skips: not checked then
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
     if accelerator.sync_gradients:  # the schedule counts optimiser steps, whatever the number of processes
-        lr_scheduler.step()
+        run.lr_scheduler.step()
     return loss
 
 
-def train(args, accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler, loader, names, out: Path,
-          start: int, total: int, skipped_steps: int = 0) -> dict:
-    steps_per_epoch = -(-len(loader) // args.gradient_accumulation_steps)
+def train(args, run: Run, loader, *, start: int, total: int) -> dict:
+    accelerator, monitor, ema = run.accelerator, run.monitor, run.ema
+    per_epoch = run.checkpointer.steps_per_epoch
     stop = min(total, args.max_train_steps or total)
     step, images, seconds, grid, micro = start, 0, 0.0, None, 0
-    monitor = TrainingMonitor(accelerator, skipped_steps)
     bar = tqdm(total=stop, initial=start, desc="train", disable=not accelerator.is_local_main_process)
     try:  # the bar is closed before an error is reported, so that the error stays the last line
-        for epoch in range(start // steps_per_epoch, args.epochs):
+        for epoch in range(start // per_epoch, args.epochs):
             if step >= stop:
                 break
             tic = time.perf_counter()
-            for batch in resume_batches(accelerator, loader, epoch, step - epoch * steps_per_epoch,
+            for batch in resume_batches(accelerator, loader, epoch, step - epoch * per_epoch,
                                         args.gradient_accumulation_steps, seed=args.seed):
-                optimisation_step(args, accelerator, unet, noise_scheduler, optimizer, lr_scheduler, batch,
-                                  len(names), step + 1, monitor, micro)
+                optimisation_step(args, run, batch, step + 1, micro)
                 images += len(batch["labels"]) * accelerator.num_processes
                 if not accelerator.sync_gradients:
                     micro += 1
@@ -199,60 +214,52 @@ def train(args, accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler
                     logger.info("step %d: the fp16 loss scaler skipped it (%d skipped so far)", step,
                                 monitor.skipped_steps)
                 if ema is not None:
-                    ema.step(unet.parameters())
+                    ema.step(run.unet.parameters())
                 bar.update(1)
                 seconds += time.perf_counter() - tic  # throughput: data + training steps, not saving/sampling
                 if step % args.logging_steps == 0 or step >= stop:
-                    logs = {**monitor.read(), "train/lr": lr_scheduler.get_last_lr()[0],
+                    logs = {**monitor.read(), "train/lr": run.lr_scheduler.get_last_lr()[0],
                             **({"train/ema_decay": ema.cur_decay_value} if ema is not None else {})}
                     accelerator.log(logs, step=step)
                     bar.set_postfix(epoch=epoch, loss=f"{logs['train/loss']:.4f}")
-                if checkpoint_due(step, steps_per_epoch, args.checkpointing_steps, step % steps_per_epoch == 0):
-                    monitor.check()  # never a checkpoint after an unseen non-finite loss
-                    save_checkpoint(accelerator, out, step, state={"skipped_steps": monitor.skipped_steps},
-                                    total_limit=args.checkpoints_total_limit)
+                run.checkpointer.save_if_due(step, epoch_end=step % per_epoch == 0)  # no validation to wait for
                 if (args.validation_steps and step % args.validation_steps == 0) or step == stop:
-                    grid = validate(args, accelerator, unet, ema, noise_scheduler, names, out, step)
+                    grid = validate(args, run, step)
                 if step >= stop:
                     break
                 tic = time.perf_counter()
     finally:
         bar.close()
-    return {"trained_steps": step, "planned_steps": total, "steps_per_epoch": steps_per_epoch, "last_grid": grid,
+    return {"trained_steps": step, "planned_steps": total, "steps_per_epoch": per_epoch, "last_grid": grid,
             "train_images_per_second": round(images / seconds, 2) if seconds > 0 else None,
             "skipped_steps": monitor.skipped_steps, **monitor.precision}
 
 
-def finish(args, accelerator, unet, ema, noise_scheduler, names, out: Path, config: dict, summary: dict) -> None:
-    """The pipeline with EMA weights, training_config.json and the model card; a last checkpoint."""
-    step, per_epoch = summary["trained_steps"], summary["steps_per_epoch"]
-    # so that a longer run can resume here. Decided from the step counter, the same on every process: a look
-    # for the folder raced with the main process's rename, and a process that saw none waited alone (a hang)
-    if not checkpoint_due(step, per_epoch, args.checkpointing_steps, step % per_epoch == 0):
-        save_checkpoint(accelerator, out, step, state={"skipped_steps": summary["skipped_steps"]},
-                        total_limit=args.checkpoints_total_limit)
-    summary.update(check_replicas(accelerator, accelerator.unwrap_model(unet), ema))  # a collective
+def save_results(args, run: Run, config: dict, summary: dict) -> None:
+    """A last checkpoint; the pipeline with EMA weights, training_config.json and the model card."""
+    accelerator = run.accelerator
+    run.checkpointer.save_final(summary["trained_steps"])  # so that a longer run can resume here
+    summary.update(check_replicas(accelerator, accelerator.unwrap_model(run.unet), run.ema))  # a collective
     if not accelerator.is_main_process:
         return
-    model = accelerator.unwrap_model(unet)
+    model = accelerator.unwrap_model(run.unet)
     config.update(summary)
-    with ema_weights(ema, model):
-        config["eps_calibration"] = epsilon_calibration(model, noise_scheduler)
-        pipe = ClassConditionalDDPMPipeline(model, noise_scheduler, class_names=names)
-        save_pipeline(pipe, out)
-    atomic_write_json(out / "training_config.json", config)
-    write_model_card(out, config, names, str(args.dataset), summary["last_grid"])
+    with ema_weights(run.ema, model):
+        config["eps_calibration"] = epsilon_calibration(model, run.noise_scheduler)
+        save_pipeline(ClassConditionalDDPMPipeline(model, run.noise_scheduler, class_names=run.names), run.out)
+    atomic_write_json(run.out / "training_config.json", config)
+    write_model_card(run.out, config, run.names, str(args.dataset), summary["last_grid"])
 
 
 def main(args) -> None:
-    # this script's and kface's INFO lines; the libraries' (accelerate, diffusers) from WARNING up
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("kface").setLevel(logging.INFO)
+    setup_logging()
     check_args(args)
     out = check_writable_dir(args.output_dir, "--output_dir")
-    resume = resolve_resume(out, args.resume_from_checkpoint)
-    accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
-                                    args.report_to)
+    with cli_flag("--resume_from_checkpoint"):
+        resume = resolve_resume(out, args.resume_from_checkpoint)
+    with cli_flag("--report_to"):
+        accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
+                                        args.report_to)
     keep_or_resume_training(out, ["model_index.json"], resume, args.overwrite)  # the pipeline, or a checkpoint
     if args.cond_drop_prob == 0 and args.validation_guidance != 1.0:
         logger.warning("--cond_drop_prob 0 trains no null class: guidance != 1 samples from an untrained one")
@@ -262,16 +269,19 @@ def main(args) -> None:
     names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
     unet, noise_scheduler = build_model(args, names, resolution)
     if resume:  # GroupNorm weights are per channel: another norm_num_groups would load without an error
-        check_resumed_unet(out / "training_config.json", unet)
-    loader, steps_per_epoch = make_loader(args, ds["train"], resolution, accelerator.num_processes)
-    optimizer, lr_scheduler, total = build_optimisation(args, unet, steps_per_epoch)
+        with cli_flag("--resume_from_checkpoint"):
+            check_resumed_unet(out / "training_config.json", unet)
+    loader, per_epoch = make_loader(args, ds["train"], resolution, accelerator.num_processes)
+    optimizer, lr_scheduler, total = build_optimisation(args, unet, per_epoch)
     ema = create_ema(unet, args.ema_max_decay, args.ema_inv_gamma, args.ema_power) if args.use_ema else None
     unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
-    accelerator.register_for_checkpointing(lr_scheduler)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
-    state = load_checkpoint(accelerator, resume) if resume else {"step": 0}
-    start = state["step"]
+    monitor = TrainingMonitor(accelerator)
+    checkpointer = Checkpointer(accelerator, out, every=args.checkpointing_steps,
+                                total_limit=args.checkpoints_total_limit, monitor=monitor,
+                                steps_per_epoch=steps_per_epoch(len(loader), 1, args.gradient_accumulation_steps))
+    checkpointer.register(lr_scheduler, *([ema] if ema is not None else []))
+    with cli_flag("--resume_from_checkpoint"):
+        start = checkpointer.resume(resume)["step"]
     if ema is not None:
         ema.to(accelerator.device)  # after load_state too: accelerate loads registered objects onto the CPU
     config = run_config(args, resolution, names, accelerator.unwrap_model(unet))
@@ -282,12 +292,12 @@ def main(args) -> None:
                 len(names), resolution, config["num_parameters"] / 1e6, len(ds["train"]), total,
                 min(total, args.max_train_steps or total), f"; resuming at step {start}" if resume else "",
                 main_process_only=True)
-    summary = train(args, accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler, loader, names, out,
-                    start, total, skipped_steps=state.get("skipped_steps", 0))
+    run = Run(accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler, names, out, monitor, checkpointer)
+    summary = train(args, run, loader, start=start, total=total)
     logger.info("trained to step %d at %s img/s; precision %s, loss scaler %s, %d steps skipped by it",
                 summary["trained_steps"], summary["train_images_per_second"], summary["mixed_precision"],
                 summary["loss_scaler"], summary["skipped_steps"])
-    finish(args, accelerator, unet, ema, noise_scheduler, names, out, config, summary)
+    save_results(args, run, config, summary)
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
         logger.info("pushed to %s", push_folder(out, args.hub_model_id, args.hub_token, args.hub_private))

@@ -16,8 +16,8 @@ confusion_matrix.png, train_summary.json, checkpoint-<step>/ and logs/. See docs
 """
 
 import argparse
-import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,23 +26,25 @@ from accelerate.logging import get_logger
 from timm.utils import distribute_bn
 from tqdm.auto import tqdm
 
-from kface.utils.args import (add_data_args, add_hub_args, add_training_args, below_one, fraction, non_negative_float,
-                        non_negative_int, recordable_args, unit_interval)
-from kface.checkpointing import load_checkpoint, resolve_resume, save_checkpoint
 from kface.data import class_names, load_image_dataset, require_classes, require_splits
-from kface.distributed import check_replicas
+from kface.data.memory import in_memory_loaders
+from kface.eval.classification import classification_metrics
+from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, predict_logits,
+                          save_oracle, use_small_stem, write_model_card)
+from kface.oracle.model import require_online
+from kface.oracle.recipe import phase_cosine_schedule, split_validation, warmup_param_groups
+from kface.eval.plots import save_confusion_heatmap
+from kface.train.checkpoints import BestWeights, Checkpointer, resolve_resume
+from kface.train.distributed import check_replicas
+from kface.train.monitor import TrainingMonitor
+from kface.train.setup import build_accelerator, image_loaders, resume_batches, setup_logging, steps_per_epoch
+from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_training_args, below_one,
+                              fraction, non_negative_float, non_negative_int, recordable_args, require_flags,
+                              unit_interval)
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, atomic_write_text, check_writable_dir
-from kface.data.memory import in_memory_loaders
 from kface.utils.outputs import keep_or_replace, keep_or_resume_training
-from kface.eval.classification import classification_metrics
-from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, predict_logits,
-                          require_online, save_oracle, use_small_stem, warmup_param_groups, write_model_card)
-from kface.eval.plots import save_confusion_heatmap
-from kface.train_monitor import TrainingMonitor
-from kface.training import (BestWeights, build_accelerator, checkpoint_due, image_loaders, phase_cosine_schedule,
-                            resume_batches, split_validation)
 
 logger = get_logger(__name__)
 # what a finished run leaves in --output_dir (with its checkpoints): kept unless resumed or --overwrite
@@ -81,10 +83,7 @@ def parse_args(argv=None):
 
 
 def check_args(args) -> None:
-    if not args.dataset:
-        raise KfaceError("--dataset is required: a preprocess.py output folder, a saved DatasetDict or a Hub id")
-    if not args.output_dir:
-        raise KfaceError("--output_dir is required: where the oracle and its report are written")
+    require_flags(args, dataset=DATASET_HINT, output_dir="where the oracle and its report are written")
     if args.eval_only and not args.oracle:
         raise KfaceError("--eval_only needs --oracle PATH_OR_HUB_ID")
     if not 0 <= args.val_fraction < 1:
@@ -92,7 +91,8 @@ def check_args(args) -> None:
     if args.compare and args.push_to_hub:
         raise KfaceError("--push_to_hub with --compare: push the oracle you pick, from its own folder")
     if args.pretrained and not args.eval_only:
-        require_online("--pretrained")  # before loading anything
+        with cli_flag("--pretrained"):  # before loading anything
+            require_online()
     require_repo_id(args.push_to_hub, args.hub_model_id, "--hub_model_id")
 
 
@@ -122,17 +122,44 @@ def validate(accelerator, oracle, loader, names) -> dict:
     return {"accuracy": m["accuracy"], "loss": m["loss"], "macro_f1": m["macro_f1"]}
 
 
-def fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, out: Path, start: int,
-        total: int, skipped_steps: int = 0) -> dict:
-    steps_per_epoch = -(-len(loaders["train"]) // args.gradient_accumulation_steps)
+@dataclass
+class Run:
+    """What the training epochs share, prepared by ``train``: one object instead of ten positional arguments."""
+
+    accelerator: object
+    oracle: Oracle
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    names: list[str]
+    monitor: TrainingMonitor
+    checkpointer: Checkpointer
+
+
+def end_epoch(args, run: Run, loaders: dict, epoch: int, step: int) -> None:
+    """Same BatchNorm statistics on every process, validation (at an epoch end) and the best weights."""
+    accelerator, oracle = run.accelerator, run.oracle
+    if accelerator.num_processes > 1:  # same BatchNorm statistics everywhere before validating and saving:
+        # DDP copies rank 0's buffers at the start of a forward, so the last one left each process its own
+        distribute_bn(oracle, accelerator.num_processes, reduce=True)  # their mean, as timm's train.py does
+    if step % run.checkpointer.steps_per_epoch == 0 and "val" in loaders:
+        val = validate(accelerator, oracle, loaders["val"], run.names)
+        accelerator.log({f"val/{k}": v for k, v in val.items()}, step=step)
+        if run.checkpointer.update_best(accelerator.unwrap_model(oracle).model, (val["accuracy"], -val["loss"]),
+                                        epoch):
+            logger.info("epoch %d: new best validation accuracy %.4f (loss %.4f)", epoch, val["accuracy"],
+                        val["loss"])
+
+
+def fit(args, run: Run, loaders: dict, *, start: int, total: int) -> dict:
+    accelerator, oracle, monitor, ckpt = run.accelerator, run.oracle, run.monitor, run.checkpointer
+    per_epoch = ckpt.steps_per_epoch
     stop = min(total, args.max_train_steps or total)
     step, images, seconds = start, 0, 0.0
-    monitor = TrainingMonitor(accelerator, skipped_steps)
     bar = tqdm(total=stop, initial=start, desc="train", disable=not accelerator.is_local_main_process)
-    for epoch in range(start // steps_per_epoch, args.warmup_epochs + args.epochs):
+    for epoch in range(start // per_epoch, args.warmup_epochs + args.epochs):
         if step >= stop:
             break
-        loader = resume_batches(accelerator, loaders["train"], epoch, step - epoch * steps_per_epoch,
+        loader = resume_batches(accelerator, loaders["train"], epoch, step - epoch * per_epoch,
                                 args.gradient_accumulation_steps, seed=args.seed)
         oracle.train()
         tic = time.perf_counter()
@@ -142,11 +169,11 @@ def fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, o
                 loss = torch.nn.functional.cross_entropy(logits, batch["labels"], label_smoothing=args.label_smoothing)
                 monitor.add_loss(loss, step + 1)  # no device sync per micro-batch: read every --logging_steps
                 accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad()
+                run.optimizer.step()
+                run.optimizer.zero_grad()
             images += len(batch["labels"]) * accelerator.num_processes
             if accelerator.sync_gradients:
-                scheduler.step()
+                run.scheduler.step()
                 step += 1
                 if monitor.after_step(step):
                     logger.info("step %d: the fp16 loss scaler skipped it (%d skipped so far)", step,
@@ -155,31 +182,17 @@ def fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, o
                 if step % args.logging_steps == 0 or step >= stop:
                     logs = monitor.read()
                     bar.set_postfix(epoch=epoch, loss=f"{logs['train/loss']:.3f}")
-                    accelerator.log({**logs, "train/lr_head": scheduler.get_last_lr()[0],
-                                     "train/lr_backbone": scheduler.get_last_lr()[-1]}, step=step)
-                if checkpoint_due(step, steps_per_epoch, args.checkpointing_steps, epoch_end=False):
-                    monitor.check()
-                    save_checkpoint(accelerator, out, step, state={"skipped_steps": monitor.skipped_steps},
-                                    total_limit=args.checkpoints_total_limit)
+                    accelerator.log({**logs, "train/lr_head": run.scheduler.get_last_lr()[0],
+                                     "train/lr_backbone": run.scheduler.get_last_lr()[-1]}, step=step)
+                ckpt.save_if_due(step, epoch_end=False)  # an epoch end's waits for validation (end_epoch)
                 if step >= stop:
                     break
         seconds += time.perf_counter() - tic
-        if accelerator.num_processes > 1:  # same BatchNorm statistics everywhere before validating and saving:
-            # DDP copies rank 0's buffers at the start of a forward, so the last one left each process its own
-            distribute_bn(oracle, accelerator.num_processes, reduce=True)  # their mean, as timm's train.py does
-        epoch_end = step % steps_per_epoch == 0
-        if epoch_end and "val" in loaders:
-            val = validate(accelerator, oracle, loaders["val"], names)
-            accelerator.log({f"val/{k}": v for k, v in val.items()}, step=step)
-            if best.update(accelerator.unwrap_model(oracle).model, (val["accuracy"], -val["loss"]), epoch):
-                logger.info("epoch %d: new best validation accuracy %.4f (loss %.4f)", epoch, val["accuracy"],
-                            val["loss"])
-        if checkpoint_due(step, steps_per_epoch, args.checkpointing_steps, epoch_end=epoch_end) or step >= stop:
-            monitor.check()
-            save_checkpoint(accelerator, out, step, state={"skipped_steps": monitor.skipped_steps},
-                            total_limit=args.checkpoints_total_limit)
+        end_epoch(args, run, loaders, epoch, step)
+        if ckpt.due(step, epoch_end=step % per_epoch == 0) or step >= stop:  # the last one after distribute_bn
+            ckpt.save(step)
     bar.close()
-    return {"steps": step, "planned_steps": total, "stopped_early": step < total, "steps_per_epoch": steps_per_epoch,
+    return {"steps": step, "planned_steps": total, "stopped_early": step < total, "steps_per_epoch": per_epoch,
             "train_images_per_second": images / seconds if seconds > 0 else None,
             "skipped_steps": monitor.skipped_steps, **monitor.precision}
 
@@ -201,37 +214,42 @@ def report(accelerator, model, loader, names, out: Path, dataset: str, split: st
 
 def train(args, model_name: str, out: Path) -> dict:
     check_writable_dir(out, "--output_dir")
-    resume = resolve_resume(out, args.resume_from_checkpoint)
-    accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
-                                    args.report_to)
+    with cli_flag("--resume_from_checkpoint"):
+        resume = resolve_resume(out, args.resume_from_checkpoint)
+    with cli_flag("--report_to"):
+        accelerator = build_accelerator(out, args.seed, args.mixed_precision, args.gradient_accumulation_steps,
+                                        args.report_to)
     keep_or_resume_training(out, ORACLE_RESULTS, resume, args.overwrite)
     with cli_flag("--dataset"):
         ds = load_image_dataset(args.dataset, args.resolution)
         require_splits(ds, ["train", "test"], name=args.dataset)
         names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
         require_classes(names, name=args.dataset)
-    train_ds, val_ds = split_validation(ds["train"], args.val_fraction, args.seed)
+    with cli_flag("--val_fraction"):
+        train_ds, val_ds = split_validation(ds["train"], args.val_fraction, args.seed)
     small = use_small_stem(args.small_input_stem, resolution)
-    model = create_classifier(model_name, len(names), small, args.pretrained, args.resume_weights)
+    with cli_flag(f"--model {model_name}"):
+        model = create_classifier(model_name, len(names), small, args.pretrained, args.resume_weights)
     oracle = Oracle(model, oracle_config(model_name, names, resolution, small, model))
     loaders = make_loaders(args, {"train": train_ds, "val": val_ds, "test": ds["test"]}, resolution)
-    # what the prepared (sharded) loader will give: ceil(batches / processes) each, then accumulation
-    steps_per_epoch = -(-(-(-len(loaders["train"]) // accelerator.num_processes)) // args.gradient_accumulation_steps)
-    optimizer, scheduler, total = build_optimisation(args, oracle, small, steps_per_epoch)
+    per_epoch = steps_per_epoch(len(loaders["train"]), accelerator.num_processes, args.gradient_accumulation_steps)
+    optimizer, scheduler, total = build_optimisation(args, oracle, small, per_epoch)
     oracle, optimizer, *prepared = accelerator.prepare(oracle, optimizer, *loaders.values())
     loaders = dict(zip(loaders, prepared))
-    best = BestWeights()
-    accelerator.register_for_checkpointing(scheduler, best)
-    state = load_checkpoint(accelerator, resume) if resume else {"step": 0}
-    start = state["step"]
+    monitor = TrainingMonitor(accelerator)
+    ckpt = Checkpointer(accelerator, out, every=args.checkpointing_steps, total_limit=args.checkpoints_total_limit,
+                        monitor=monitor, best=BestWeights(),
+                        steps_per_epoch=steps_per_epoch(len(loaders["train"]), 1, args.gradient_accumulation_steps))
+    ckpt.register(scheduler)
+    with cli_flag("--resume_from_checkpoint"):
+        start = ckpt.resume(resume)["step"]
     accelerator.init_trackers("kface-oracle", config=recordable_args(args, scalars_only=True))
     logger.info("%s: %d classes at %d px, small stem %s; %d train / %s val / %d test images; %d steps (%d frozen)%s",
                 model_name, len(names), resolution, small, len(train_ds), len(val_ds) if val_ds else 0,
-                len(ds["test"]), total, steps_per_epoch * args.warmup_epochs,
-                f", resuming at {start}" if resume else "")
-    summary = fit(args, accelerator, oracle, optimizer, scheduler, loaders, best, names, out, start, total,
-                  skipped_steps=state.get("skipped_steps", 0))
-    final = accelerator.unwrap_model(oracle)
+                len(ds["test"]), total, per_epoch * args.warmup_epochs, f", resuming at {start}" if resume else "")
+    summary = fit(args, Run(accelerator, oracle, optimizer, scheduler, names, monitor, ckpt), loaders,
+                  start=start, total=total)
+    best, final = ckpt.best, accelerator.unwrap_model(oracle)
     if best.weights is not None:
         final.model.load_state_dict(best.weights)
     final.config.update(dataset=str(args.dataset), best_epoch=best.epoch, trained_steps=summary["steps"],
@@ -251,7 +269,8 @@ def evaluate_only(args) -> None:
     # e.g. the oracle's own folder, whose test metrics.json this would replace (atomically, at the end)
     keep_or_replace(out, ["metrics.json"], args.overwrite, remove=False)
     accelerator = build_accelerator(out, args.seed, args.mixed_precision, report_to="none")
-    oracle = load_oracle(args.oracle)
+    with cli_flag("--oracle"):
+        oracle = load_oracle(args.oracle)
     with cli_flag("--dataset"):
         ds = load_image_dataset(args.dataset, args.resolution or oracle.resolution)
     if args.split not in ds:
@@ -278,9 +297,7 @@ def compare(args) -> None:
 
 
 def main(args) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    for name in ("__main__", "kface"):  # our progress at INFO; libraries' (accelerate's per-file saves) stay quiet
-        logging.getLogger(name).setLevel(logging.INFO)
+    setup_logging("__main__")
     check_args(args)
     if args.eval_only:
         return evaluate_only(args)

@@ -155,7 +155,7 @@ def bare_train(args, preset: str, num_classes: int, precision: str, steps: int, 
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
 
-    from kface.unet import build_unet
+    from kface.diffusion.unet import build_unet
 
     accelerator = Accelerator(mixed_precision=precision)
     dev = accelerator.device
@@ -252,8 +252,8 @@ def pipeline_to_sample(args, out: Path) -> tuple[Path, str]:
             return out / f"train_{precision}", f"train_{precision}"
     from diffusers import DDPMScheduler
 
-    from kface.pipeline import ClassConditionalDDPMPipeline
-    from kface.unet import build_unet
+    from kface.diffusion import ClassConditionalDDPMPipeline
+    from kface.diffusion.unet import build_unet
 
     s = sizes(args)
     names = [f"{i:04d}" for i in range(s["classes"])]

@@ -3,7 +3,7 @@
 Times one training step (forward, backward, AdamW) of the old and the new `tiny` UNet at batch 32, 32 px,
 interleaved rep by rep so that both see the same machine load, and prints the ratio. It also prints the
 structural property the fix is for: how much the output's channel means move per unit shift of an input
-channel's mean at random init (kface.calibration.mean_response; ~0 when GroupNorm sees one channel per group).
+channel's mean at random init (kface.diffusion.calibration.mean_response; ~0 when GroupNorm sees one channel per group).
 
     HF_HUB_OFFLINE=1 python benchmarks/groupnorm_presets.py --reps 10
     HF_HUB_OFFLINE=1 python benchmarks/groupnorm_presets.py --response_table   # tiny and paper, 32/16/8 groups
@@ -35,8 +35,8 @@ def parse_args():
 def response_table(resolution: int) -> None:
     from diffusers import UNet2DModel
 
-    from kface.calibration import mean_response
-    from kface.unet import PRESETS, TINY
+    from kface.diffusion.calibration import mean_response
+    from kface.diffusion.unet import PRESETS, TINY
 
     for name, base in (("tiny", TINY), ("paper-32", PRESETS[("paper", 32)])):
         for groups in (32, 16, 8):
@@ -54,8 +54,8 @@ def response_table(resolution: int) -> None:
 def main(args):
     from diffusers import UNet2DModel
 
-    from kface.calibration import mean_response
-    from kface.unet import TINY, check_group_norms
+    from kface.diffusion.calibration import mean_response
+    from kface.diffusion.unet import TINY, check_group_norms
 
     torch.set_num_threads(args.threads)
     if args.response_table:

@@ -5,7 +5,7 @@ The data is a saved DatasetDict of procedural 32 px PNGs (smooth colour fields, 
 loader is timed over one pass of ``--batches`` batches, from the first batch (worker start-up excluded) to the
 last; the in-memory loader's one-off decoding is timed separately. Two augmentation sets: train_ddpm's (flip)
 and train_oracle's defaults (flip, translate 0.1, scale 0.1, colour jitter 0.2). The UNet rate is one AdamW
-training step (forward, backward, update) of kface.unet.build_unet at 32 px, fp32, on random tensors. The H200
+training step (forward, backward, update) of kface.diffusion.unet.build_unet at 32 px, fp32, on random tensors. The H200
 estimate takes train FLOPs per image = 3 x the forward FLOPs (counted here with FlopCounterMode) and the 30-100
 TFLOP/s sustained that docs/reproduce_paper.md assumes for these small convolutional nets.
 
@@ -87,7 +87,7 @@ def loader_rate(loader, batches: int) -> float:
 def unet_rates(preset: str, batch: int, steps: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from kface.unet import build_unet, num_parameters
+    from kface.diffusion.unet import build_unet
 
     names = [f"{i:04d}" for i in range(10)]
     torch.manual_seed(0)
@@ -111,7 +111,7 @@ def unet_rates(preset: str, batch: int, steps: int) -> dict:
         step()
     cpu = batch * steps / (time.perf_counter() - tic)
     train = 3 * forward
-    return {"preset": preset, "parameters_M": round(num_parameters(unet) / 1e6, 2),
+    return {"preset": preset, "parameters_M": round(unet.num_parameters() / 1e6, 2),
             "forward_GFLOP": round(forward / 1e9, 3), "cpu_train_img_per_s": round(cpu, 2),
             "h200_train_img_per_s_estimate": [round(tf * 1e12 / train) for tf in SUSTAINED_TFLOPS]}
 
@@ -120,7 +120,7 @@ def main(args) -> None:
     from datasets import load_from_disk
 
     from kface.data.memory import in_memory_loaders
-    from kface.training import image_loaders
+    from kface.train.setup import image_loaders
 
     torch.set_num_threads(args.threads)
     rows = []

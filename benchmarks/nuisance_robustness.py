@@ -18,8 +18,9 @@ import torch
 
 from kface.eval import nuisance as N
 from kface.data import load_image_dataset
+from kface.data import read_dataset_split
 from kface.oracle import load_oracle
-from kface.samples import match_resolution, read_dataset_split, read_samples
+from kface.samples import match_resolution, read_samples
 from kface.utils.io import atomic_write_json
 
 
@@ -47,7 +48,7 @@ def reference_shift(images: np.ndarray, seed: int) -> np.ndarray:
 
 def main(args):
     ds = load_image_dataset(args.dataset, args.resolution)
-    real = read_dataset_split(ds["test"], split="test", flag="--dataset")
+    real = read_dataset_split(ds["test"], split="test")
     if args.samples:
         target = match_resolution(read_samples(args.samples).images, real.images.shape[-1], what="--samples")
     else:

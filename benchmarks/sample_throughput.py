@@ -44,8 +44,8 @@ def parse_args():
 def save_random_pipeline(folder: Path, num_classes: int, resolution: int) -> Path:
     from diffusers import DDPMScheduler
 
-    from kface.pipeline import ClassConditionalDDPMPipeline
-    from kface.unet import build_unet
+    from kface.diffusion import ClassConditionalDDPMPipeline
+    from kface.diffusion.unet import build_unet
 
     names = [f"{i:04d}" for i in range(num_classes)]
     torch.manual_seed(0)

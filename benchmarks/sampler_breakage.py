@@ -3,9 +3,9 @@
 A "broken" sample is one whose high-frequency energy (kface.eval.nuisance's hf: the std of x - box3x3(x)) is
 above ``--hf_threshold``: noise fields and saturated colour blotches score far above any real crop (0.066
 on the demo's real test split). The same seeds are used for every setting, so the counts are paired.
-Each row also has the colours of the samples (kface.calibration.colour_stats: channel mean/std, chroma, and
+Each row also has the colours of the samples (kface.diffusion.calibration.colour_stats: channel mean/std, chroma, and
 the share of channel values at 0 or 255), and with ``--dataset`` the same for the real ``--split`` first;
-the first line is the model's eps calibration at t = T - 1 (kface.calibration).
+the first line is the model's eps calibration at t = T - 1 (kface.diffusion.calibration).
 
     HF_HUB_OFFLINE=1 python benchmarks/sampler_breakage.py --pipeline demo_output/ddpm \\
         --schedulers dpmsolver ddim --guidance_scale 1 3 --num_images 40 --dataset demo_output/data
@@ -22,14 +22,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kface.calibration import colour_stats, epsilon_calibration  # noqa: E402
+from kface.diffusion.calibration import colour_stats, epsilon_calibration  # noqa: E402
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pipeline", required=True, help="train_ddpm.py output folder or Hub id.")
     p.add_argument("--schedulers", nargs="+", default=["dpmsolver", "ddim"],
-                   help="kface.pipeline.SCHEDULERS names, or dpmsolver_thresholding / unipc_thresholding (the "
+                   help="kface.diffusion.schedulers.SCHEDULERS names, or dpmsolver_thresholding / unipc_thresholding (the "
                         "settings before issue 12).")
     p.add_argument("--num_inference_steps", type=int, default=20)
     p.add_argument("--guidance_scale", type=float, nargs="+", default=[1.0, 3.0])
@@ -43,7 +43,7 @@ def parse_args():
     return p.parse_args()
 
 
-# kface.pipeline's settings before issue 12 (diffusers' thresholding): for before/after comparisons only
+# kface.diffusion.schedulers' settings before issue 12 (diffusers' thresholding): for before/after comparisons only
 LEGACY = {
     "dpmsolver_thresholding": ("DPMSolverMultistepScheduler", dict(
         algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0,
@@ -56,7 +56,7 @@ LEGACY = {
 def scheduler(name: str, config):
     import diffusers
 
-    from kface.pipeline import make_scheduler
+    from kface.diffusion import make_scheduler
 
     if name in LEGACY:
         cls, overrides = LEGACY[name]
@@ -82,7 +82,7 @@ def real_split(dataset: str, split: str, resolution: int, hf_threshold: float) -
 
 def main(args):
     from kface.eval.nuisance import hf_residual_var, to_float
-    from kface.sampling import load_pipeline
+    from kface.diffusion.generate import load_pipeline
 
     pipe = load_pipeline(args.pipeline)[0]
     print(json.dumps({"eps_calibration": epsilon_calibration(pipe.unet, pipe.scheduler)}), flush=True)

@@ -5,7 +5,7 @@ images per class with sample.py (in this process, into ``--output_dir/<sampler>-
 benchmark resumes), and is scored by the oracle: accuracy on the samples (the numerator of RCA) and the
 Fréchet distance between oracle penultimate features of the samples and of the real ``--split`` images.
 The answer is the setting with the fewest NFE whose accuracy and Fréchet distance are both within
-``--tolerance`` (5%) of DDPM-1000's. Each row also has the samples' colours (kface.calibration.colour_stats:
+``--tolerance`` (5%) of DDPM-1000's. Each row also has the samples' colours (kface.diffusion.calibration.colour_stats:
 channel mean/std, chroma, share of channel values at 0 or 255) and how many are broken (high-frequency std
 above 0.15, as in benchmarks/sampler_breakage.py); the real split's colours are printed first.
 
@@ -76,14 +76,14 @@ def sample_setting(args, name: str, steps: int) -> Path:
 
 
 def score(out: Path, oracle, real_stats, oracle_names: list[str]) -> dict:
-    from kface.sampling import read_images
+    from kface.samples import read_images
 
     manifest = json.loads((out / "samples.json").read_text())
     images, labels = [], []
     for c in manifest["classes"]:
         images.append(read_images(out, c["folder"], range(c["seeds"][0], c["seeds"][1] + 1)))
         labels += [oracle_names.index(c["name"])] * c["count"]
-    from kface.calibration import colour_stats
+    from kface.diffusion.calibration import colour_stats
     from kface.eval.features import feature_stats, frechet_distance  # evaluate.py's: the numbers it reports
     from kface.eval.nuisance import hf_residual_var, to_float
 
@@ -113,7 +113,7 @@ def table(rows: list[dict], tolerance: float) -> str:
 def main(args) -> None:
     from kface.oracle import load_oracle
 
-    from kface.calibration import colour_stats
+    from kface.diffusion.calibration import colour_stats
     from kface.eval.features import feature_stats
 
     oracle = load_oracle(args.oracle)

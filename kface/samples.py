@@ -1,27 +1,233 @@
-"""Reading generated samples (a sample.py folder, or a saved Dataset) and real images as uint8 arrays,
-and checking that oracle, samples and dataset agree on the classes.
+"""The samples folder that sample.py writes and evaluate.py reads: its names, manifest, writer and reader.
 
-Samples folder contract (sample.py writes it): ``samples.json`` plus ``<folder>/<seed:06d>.png`` per class,
-where ``classes[i] = {"id", "name", "folder", "seeds": [first, last], "count"}`` and ``complete`` is true.
+Layout: ``samples.json`` (the manifest) and one sub-folder per class, ``<folder>/<seed:06d>.png``, where
+``<folder>`` is the class name (``kface.utils.names``) and image i of class c has the seed ``seed + i``; once
+complete, ``grids/<folder>.png`` and, on request, ``dataset/`` (an HF Dataset). The manifest's
+``classes[i] = {"id", "name", "folder", "seeds": [first, last], "count"}``; ``complete`` is true when every
+image is there. How the pixels are made (a pipeline, per-image generators) is kface.diffusion.generate's.
+
+Library functions raise :class:`~kface.utils.errors.InputError` naming the folder or the class; scripts add
+their flag (``cli_flag``).
 """
 
+import glob
 import hashlib
 import json
 import logging
+import tempfile
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .utils.errors import KfaceError
+from . import __version__
+from .utils import names as names_mod
+from .utils.errors import InputError
+from .utils.hub import is_hub_id
+from .utils.io import atomic_path, atomic_write_json, publish_dir, staging_dir
+from .utils.outputs import refusal
 
 logger = logging.getLogger(__name__)
 
-SAMPLES_JSON = "samples.json"
-# The samples folder's own sub-folders (kface.sampling.GRIDS, DATASET): a class so named has "@<id>" appended
-RESERVED_FOLDERS = frozenset({"grids", "dataset"})
+MANIFEST = "samples.json"
+GRIDS = "grids"
+DATASET = "dataset"
+# Folders a samples folder holds besides the class folders: a class may not take their names (it gets "@<id>").
+RESERVED = frozenset({GRIDS, DATASET})
+# The settings that decide the pixels: a rerun into the same folder must repeat them exactly.
+SETTINGS_KEYS = ("pipeline", "pipeline_revision", "pipeline_sha256", "model_class_names", "scheduler",
+                 "num_inference_steps", "guidance_scale", "seed", "resolution", "mixed_precision")
+GRID_SIZE = 64
 
+
+def image_path(out: Path, folder: str, seed: int) -> Path:
+    return Path(out) / folder / f"{seed:06d}.png"
+
+
+# ---- class resolution ----------------------------------------------------------------------------------------
+
+def class_ids(names: list[str], labels) -> list[int]:
+    """The id of each of ``labels`` (class names, ids, or strings of ids that are no class name), in order.
+
+    The one name -> id rule of kface: the pipeline's ``class_labels`` and sample.py's ``--classes`` both use it.
+    """
+    if isinstance(labels, (int, str, np.integer)):
+        labels = [labels]
+    ids = []
+    for label in (labels.tolist() if torch.is_tensor(labels) or isinstance(labels, np.ndarray) else labels):
+        if isinstance(label, str) and label in names:
+            ids.append(names.index(label))
+        elif isinstance(label, str) and label.isdigit() and int(label) < len(names):
+            ids.append(int(label))
+        elif isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < len(names):
+            ids.append(int(label))
+        elif isinstance(label, str) and not label.isdigit():
+            shown = names if len(names) <= 30 else names[:30] + ["..."]
+            raise InputError(f"unknown class name {label!r}; the model knows {len(names)}: {shown}")
+        else:
+            raise InputError(f"class id {label!r} is out of range: the model has classes 0..{len(names) - 1}")
+    return ids
+
+
+def class_folders(names: list[str]) -> list[str]:
+    """The folder of each class (all classes of the model, so a folder never depends on which are sampled):
+    ``kface.utils.names.class_folders``, i.e. the class name itself; a name that cannot be a folder is refused.
+    A class named like the samples folder's own ``grids``/``dataset`` gets ``@<id>`` appended."""
+    try:
+        return names_mod.class_folders(names, reserved=RESERVED)
+    except names_mod.UnsafeName as err:
+        raise InputError(f"class_names: {err}; rename the class in the training data (preprocess.py refuses such "
+                         "names) and retrain, or fix class_names in its model_index.json") from None
+
+
+def samples_dirs(output_dir, guidance_scales: list[float]) -> list[tuple[float, Path]]:
+    """One samples folder per guidance scale: ``output_dir`` itself, or ``output_dir/guidance_<w>/`` for a sweep."""
+    if len(guidance_scales) == 1:
+        return [(guidance_scales[0], Path(output_dir))]
+    return [(w, Path(output_dir) / f"guidance_{float(w)!r}") for w in guidance_scales]
+
+
+# ---- the manifest ---------------------------------------------------------------------------------------------
+
+def build_manifest(settings: dict, names: list[str], folders: list[str], class_ids: list[int], seed: int,
+                   num_per_class: int, complete: bool) -> dict:
+    classes = [{"id": c, "name": names[c], "folder": folders[c], "seeds": [seed, seed + num_per_class - 1],
+                "count": num_per_class} for c in class_ids]
+    return {"kface_version": __version__, **settings, "num_per_class": num_per_class, "classes": classes,
+            "complete": complete}
+
+
+def check_manifest(out: Path, settings: dict) -> dict:
+    """Refuse to add images made with other settings to an existing samples folder; its manifest, or {}."""
+    path = out / MANIFEST
+    if not path.is_file():
+        if any(out.glob("*/*.png")):
+            raise InputError(f"{out} holds PNGs but no {MANIFEST}: not a sample.py folder; "
+                             "choose an empty or new folder")
+        return {}
+    old = json.loads(path.read_text())
+    diff = [f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in SETTINGS_KEYS if old.get(k) != settings[k]]
+    if diff:  # mixing them would corrupt the set
+        raise refusal(out, f"samples made with other settings ({'; '.join(diff)})",
+                      "rerun with those settings to resume it")
+    return old
+
+
+def manifest_entries(out: Path) -> list[str]:
+    """Glob patterns of what a samples folder's manifest says it made (the manifest, grids, dataset and the
+    class folders it lists): what ``--overwrite`` replaces. Only plain child names: a damaged or hostile
+    manifest (``..``, ``a/b``) can never make it delete outside ``out``."""
+    try:
+        listed = [c.get("folder") for c in json.loads((out / MANIFEST).read_text()).get("classes", [])]
+    except (OSError, ValueError, AttributeError):
+        listed = []
+    safe = [f for f in listed if isinstance(f, str) and f not in ("", ".", "..") and Path(f).name == f
+            and "\\" not in f]
+    return [glob.escape(name) for name in [MANIFEST, GRIDS, DATASET, *safe]]
+
+
+def remove_partial_files(out: Path) -> int:
+    """Temporary files of an interrupted run (atomic_path leaves ``.<name>.<random>.tmp`` when killed)."""
+    stale = list(out.glob("*/.*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+def missing_jobs(out: Path, class_ids: list[int], folders: list[str], seed: int, num_per_class: int):
+    """The (class id, index) pairs without a PNG yet, in a fixed order (class, then index)."""
+    return [(c, i) for c in class_ids for i in range(num_per_class)
+            if not image_path(out, folders[c], seed + i).is_file()]
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """uint8 HWC array -> PNG, atomically: a killed run leaves a hidden .tmp file, never a truncated PNG."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+class BoundedWriter:
+    """PNG encoding and writing in threads, off the denoising loop, with at most ``max_pending`` images
+    waiting (so memory stays flat however fast the sampler is). An error in a writer is raised here."""
+
+    def __init__(self, workers: int = 2, max_pending: int = 512):
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="png")
+        self.pending: deque = deque()
+        self.max_pending = max_pending
+
+    def submit(self, path: Path, image: np.ndarray) -> None:
+        while len(self.pending) >= self.max_pending:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(write_png, path, image))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_images(out: Path, folder: str, seeds) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(image_path(out, folder, s)).convert("RGB")) for s in seeds])
+
+
+def write_grids(out: Path, class_ids: list[int], folders: list[str], seed: int, num_per_class: int) -> None:
+    """``grids/<folder>.png``: the first 64 images of each class, 8 a row (torchvision ``save_image``; uint8 / 255
+    comes back as the same uint8 values)."""
+    from torchvision.utils import save_image
+
+    for c in class_ids:
+        images = read_images(out, folders[c], range(seed, seed + min(GRID_SIZE, num_per_class)))
+        with atomic_path(out / GRIDS / f"{folders[c]}.png") as tmp:
+            save_image(torch.from_numpy(images).permute(0, 3, 1, 2) / 255.0, tmp, nrow=8, padding=2, pad_value=1.0,
+                       format="PNG")
+
+
+def write_dataset(out: Path, names: list[str], class_ids: list[int], folders: list[str], seed: int,
+                  num_per_class: int) -> Path:
+    """``<out>/dataset``: an HF Dataset (image, label ClassLabel with the model's class names, seed)."""
+    from datasets import ClassLabel, Dataset, Features, Image, Value
+
+    features = Features({"image": Image(), "label": ClassLabel(names=list(names)), "seed": Value("int64")})
+
+    def rows():
+        for c in class_ids:
+            for s in range(seed, seed + num_per_class):
+                path = image_path(out, folders[c], s)
+                yield {"image": {"bytes": path.read_bytes(), "path": None}, "label": c, "seed": s}
+
+    staging = staging_dir(out / DATASET)
+    with tempfile.TemporaryDirectory() as cache:  # the Arrow cache is copied by save_to_disk, then dropped
+        Dataset.from_generator(rows, features=features, cache_dir=cache).save_to_disk(str(staging))
+    publish_dir(staging, out / DATASET)
+    return out / DATASET
+
+def complete_folder(out: Path, manifest: dict, folders: list[str], output_format: str) -> dict:
+    """After every process is done: check completeness, write grids (and the dataset), mark the manifest."""
+    seed, n = manifest["seed"], manifest["num_per_class"]
+    names, class_ids = manifest["model_class_names"], [c["id"] for c in manifest["classes"]]
+    missing = missing_jobs(out, class_ids, folders, seed, n)
+    manifest = {**manifest, "complete": not missing}
+    if not missing:
+        write_grids(out, class_ids, folders, seed, n)
+        if output_format == "dataset":
+            write_dataset(out, names, class_ids, folders, seed, n)
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+# ---- reading a samples folder back ------------------------------------------------------------------------
 
 @dataclass
 class ImageSet:
@@ -46,51 +252,50 @@ def _read_png(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError) as err:  # a stray file, or a PNG cut short by a crash
-        raise KfaceError(f"--samples {path}: not a readable image ({err}); delete it and rerun the same "
+        raise InputError(f"{path}: not a readable image ({err}); delete it and rerun the same "
                          "sample.py command to regenerate it") from None
 
 
-def _stack(arrays: list[np.ndarray], flag: str, where: str) -> np.ndarray:
+def stack_images(arrays: list[np.ndarray], where: str) -> np.ndarray:
+    """uint8 CHW arrays of one size -> NCHW (an empty set: shape (0, 3, 1, 1))."""
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise KfaceError(f"{flag} {where}: images of different sizes {sorted(shapes)}; all must share one size")
+        raise InputError(f"{where}: images of different sizes {sorted(shapes)}; all must share one size")
     return np.stack(arrays) if arrays else np.zeros((0, 3, 1, 1), dtype=np.uint8)
 
 
-def _folder_files(root: Path, meta: dict, flag: str) -> tuple[list[Path], list[int], list[dict]]:
+def _folder_files(root: Path, meta: dict) -> tuple[list[Path], list[int], list[dict]]:
     classes = sorted(meta.get("classes", []), key=lambda c: int(c["id"]))
     ids = [int(c["id"]) for c in classes]
     if not classes or len(set(ids)) != len(ids) or min(ids) < 0:
-        raise KfaceError(f"{flag} {root}: samples.json 'classes' must list each class id (>= 0) once")
-    check_manifest_folders(root, classes, flag)
+        raise InputError(f"{root}: samples.json 'classes' must list each class id (>= 0) once")
+    check_manifest_folders(root, classes)
     files, labels = [], []
     for c in classes:
         first, last = (int(s) for s in c["seeds"])
-        expected = [root / c["folder"] / f"{seed:06d}.png" for seed in range(first, last + 1)]
+        expected = [image_path(root, c["folder"], seed) for seed in range(first, last + 1)]
         missing = [p.name for p in expected if not p.is_file()]
         if missing or len(expected) != int(c["count"]):
-            raise KfaceError(f"{flag} {root}: class '{c['name']}' lacks {len(missing)} of {len(expected)} images "
+            raise InputError(f"{root}: class '{c['name']}' lacks {len(missing)} of {len(expected)} images "
                              f"(e.g. {c['folder']}/{missing[0] if missing else '?'}); rerun sample.py to finish it")
         files += expected
         labels += [int(c["id"])] * len(expected)
     return files, labels, classes
 
 
-def check_manifest_folders(root: Path, classes: list[dict], flag: str) -> None:
+def check_manifest_folders(root: Path, classes: list[dict]) -> None:
     """Each class's ``folder`` must be the one sample.py derives from its name (``kface.utils.names``): a folder
     that disagrees would silently relabel images, and one like ``../x`` would read outside the samples."""
-    from .utils.names import UnsafeName, check_distinct, class_folder
-
     try:
         for c in classes:
-            expected = class_folder(str(c["name"]), int(c["id"]), reserved=RESERVED_FOLDERS)
+            expected = names_mod.class_folder(str(c["name"]), int(c["id"]), reserved=RESERVED)
             if c.get("folder") != expected:
-                raise KfaceError(f"{flag} {root / SAMPLES_JSON}: class {c['id']} {c['name']!r} has folder "
+                raise InputError(f"{root / MANIFEST}: class {c['id']} {c['name']!r} has folder "
                                  f"{c.get('folder')!r}, but sample.py puts it in {expected!r}; fix the folder entry "
                                  "(or the name) in samples.json, or rerun sample.py into a new folder")
-        check_distinct([c["folder"] for c in classes], [str(c["name"]) for c in classes])
-    except UnsafeName as err:
-        raise KfaceError(f"{flag} {root / SAMPLES_JSON}: {err}; fix the classes in samples.json, or rerun "
+        names_mod.check_distinct([c["folder"] for c in classes], [str(c["name"]) for c in classes])
+    except names_mod.UnsafeName as err:
+        raise InputError(f"{root / MANIFEST}: {err}; fix the classes in samples.json, or rerun "
                          "sample.py into a new folder") from None
 
 
@@ -102,55 +307,38 @@ def fingerprint_files(meta_bytes: bytes, files: list[Path], root: Path) -> str:
     return h.hexdigest()
 
 
-def read_samples(path, flag: str = "--samples", num_workers: int = 8) -> ImageSet:
+def read_samples(path, num_workers: int = 8) -> ImageSet:
     """A sample.py folder (``samples.json`` + PNGs) or a saved Dataset with ``image`` and ClassLabel ``label``."""
     root = Path(path)
     if not root.exists():
-        raise KfaceError(f"{flag} {root} does not exist; give a sample.py output folder or a saved Dataset")
-    if (root / SAMPLES_JSON).is_file():
-        return _read_folder(root, flag, num_workers)
+        raise InputError(f"{root} does not exist; give a sample.py output folder or a saved Dataset")
+    if (root / MANIFEST).is_file():
+        return _read_folder(root, num_workers)
     if (root / "dataset_info.json").is_file() or (root / "state.json").is_file():
-        return read_dataset_split(root, split=None, flag=flag)
-    found = sorted(p.parent.name for p in root.glob(f"*/{SAMPLES_JSON}"))
+        from .data import read_dataset_split  # real-data reading is the data room's; it reads a saved Dataset too
+
+        return read_dataset_split(root, split=None)
+    found = sorted(p.parent.name for p in root.glob(f"*/{MANIFEST}"))
     hint = f"; it holds samples folders {found}: pass one of them" if found else ""
-    raise KfaceError(f"{flag} {root}: no {SAMPLES_JSON} and not a saved Dataset{hint}")
+    raise InputError(f"{root}: no {MANIFEST} and not a saved Dataset{hint}")
 
 
-def _read_folder(root: Path, flag: str, num_workers: int) -> ImageSet:
-    meta_bytes = (root / SAMPLES_JSON).read_bytes()
+def _read_folder(root: Path, num_workers: int) -> ImageSet:
+    meta_bytes = (root / MANIFEST).read_bytes()
     try:
         meta = json.loads(meta_bytes)
     except json.JSONDecodeError as err:
-        raise KfaceError(f"{flag} {root}/{SAMPLES_JSON} is not valid JSON ({err})") from None
+        raise InputError(f"{root / MANIFEST} is not valid JSON ({err})") from None
     if not meta.get("complete", False):
-        raise KfaceError(f"{flag} {root}: samples.json says complete=false (an interrupted sample.py run); "
+        raise InputError(f"{root}: samples.json says complete=false (an interrupted sample.py run); "
                          "rerun the same sample.py command to finish it")
-    files, labels, classes = _folder_files(root, meta, flag)
+    files, labels, classes = _folder_files(root, meta)
     with ThreadPoolExecutor(max_workers=num_workers) as pool:  # PNG decoding releases the GIL
         images = list(pool.map(_read_png, files))
     logger.info("read %d generated images of %d classes from %s", len(files), len(classes), root)
-    return ImageSet(_stack(images, flag, str(root)), np.asarray(labels, dtype=np.int64),
+    return ImageSet(stack_images(images, str(root)), np.asarray(labels, dtype=np.int64),
                     [str(c["name"]) for c in classes], meta, fingerprint_files(meta_bytes, files, root),
                     class_ids=[int(c["id"]) for c in classes])
-
-
-def read_dataset_split(ds_or_path, split: str | None, flag: str) -> ImageSet:
-    """Images and labels of one split of a DatasetDict (or of a saved Dataset when ``split`` is None)."""
-    if not hasattr(ds_or_path, "features"):
-        from datasets import load_from_disk
-
-        loaded = load_from_disk(str(ds_or_path))
-        ds = loaded if split is None else loaded[split]
-    else:
-        ds = ds_or_path
-    from datasets import ClassLabel
-
-    if "image" not in ds.column_names or not isinstance(ds.features.get("label"), ClassLabel):
-        raise KfaceError(f"{flag}: needs an 'image' column and a ClassLabel 'label' column (has {ds.column_names})")
-    images = [np.asarray(img.convert("RGB")).transpose(2, 0, 1) for img in ds["image"]]
-    where = f"split {split}" if split else "dataset"
-    return ImageSet(_stack(images, flag, where), np.asarray(ds["label"], dtype=np.int64),
-                    list(ds.features["label"].names), fingerprint=str(getattr(ds, "_fingerprint", "")))
 
 
 def check_class_names(named: dict[str, list[str]]) -> list[str]:
@@ -168,7 +356,7 @@ def check_class_names(named: dict[str, list[str]]) -> list[str]:
         else:
             moved = [f"{n} (id {ref.index(n)} vs {i})" for i, n in enumerate(names) if ref.index(n) != i]
             detail = f"same classes, different ids: {moved}"
-        raise KfaceError(f"class names differ between {ref_flag} ({len(ref)} classes) and {flag} ({len(names)}): "
+        raise InputError(f"class names differ between {ref_flag} ({len(ref)} classes) and {flag} ({len(names)}): "
                          f"{detail}; evaluate with the oracle and dataset the generator was trained for")
     return list(ref)
 
@@ -184,7 +372,7 @@ def check_sampled_classes(names: list[str], gen: ImageSet, ref_flag: str = "--or
               else f"id {i} ({n!r}) is beyond {ref_flag}'s {len(names)} classes"
               for i, n in zip(gen.class_ids, gen.class_names) if i >= len(names) or names[i] != n]
     if differ:
-        raise KfaceError(f"class names differ between {ref_flag} and {flag}: {'; '.join(differ)}; "
+        raise InputError(f"class names differ between {ref_flag} and {flag}: {'; '.join(differ)}; "
                          "evaluate with the oracle and dataset the generator was trained for")
     logger.warning("%s covers %d of the %d classes: Accuracy_real is measured on the same classes",
                    flag, len(gen.class_ids), len(names))
@@ -207,6 +395,4 @@ def match_resolution(images: np.ndarray, size: int, what: str) -> np.ndarray:
 def pipeline_hub_id(samples_meta: dict) -> str | None:
     """The generator repo: samples.json's ``pipeline`` when it is a Hub id rather than a local folder."""
     pipe = samples_meta.get("pipeline")
-    if pipe and "/" in pipe and not pipe.startswith((".", "/")) and not Path(pipe).exists():
-        return pipe
-    return None
+    return pipe if pipe and is_hub_id(pipe) else None

@@ -112,7 +112,8 @@ def kill_after_first_checkpoint(args, out: Path, timeout=240) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     try:
-        while not list(out.glob("checkpoint-*/kface_state.json")):
+        # [0-9]: not checkpoint-N.incomplete/, which holds kface_state.json just before its rename
+        while not list(out.glob("checkpoint-*[0-9]/kface_state.json")):
             assert proc.poll() is None, f"{args[0]} ended before a checkpoint:\n{proc.stderr.read()[-3000:]}"
             assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
             time.sleep(0.01)

@@ -1,4 +1,4 @@
-"""kface.calibration (eps at t = T - 1 should track x_T) and the GroupNorm widths of the UNet presets."""
+"""kface.diffusion.calibration (eps at t = T - 1 should track x_T) and the GroupNorm widths of the UNet presets."""
 
 import math
 
@@ -7,9 +7,9 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from kface.calibration import epsilon_calibration, mean_response
-from kface.utils.errors import KfaceError
-from kface.unet import TINY, build_unet, check_group_norms, group_norm_widths
+from kface.diffusion.calibration import epsilon_calibration, mean_response
+from kface.utils.errors import InputError
+from kface.diffusion.unet import TINY, build_unet, check_group_norms, group_norm_widths
 
 pytestmark = pytest.mark.one_thread
 NAMES = ["ann", "bob", "cat"]
@@ -95,9 +95,9 @@ def test_presets_have_four_channels_per_group_at_every_norm(preset, resolution):
 
 
 def test_too_few_channels_per_group_is_refused_for_a_new_model_and_warned_at_load(caplog):
-    with pytest.raises(KfaceError, match="conv_norm_out|down_blocks.0.*1 per group"):
+    with pytest.raises(InputError, match="conv_norm_out|down_blocks.0.*1 per group"):
         build_unet(16, NAMES, preset="tiny", overrides={"norm_num_groups": 32})
-    with caplog.at_level("WARNING", logger="kface.unet"):
+    with caplog.at_level("WARNING", logger="kface.diffusion.unet"):
         assert check_group_norms(old_tiny(16), "--pipeline old", strict=False) == 1
     assert "--pipeline old" in caplog.text and "1 per group" in caplog.text
 
@@ -105,7 +105,7 @@ def test_too_few_channels_per_group_is_refused_for_a_new_model_and_warned_at_loa
 def test_colour_stats_by_hand():
     import numpy as np
 
-    from kface.calibration import colour_stats
+    from kface.diffusion.calibration import colour_stats
 
     # two pixels: pure red (255, 0, 0) and grey (51, 51, 51); NHWC and NCHW give the same answer
     img = np.array([[[[255, 0, 0], [51, 51, 51]]]], dtype=np.uint8)  # 1 x 1 x 2 x 3

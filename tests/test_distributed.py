@@ -253,7 +253,7 @@ def test_preprocess_refuses_several_processes_with_one_line(tmp_path):
 def test_weights_hash_tells_replicas_apart_and_a_mismatch_stops_the_run(monkeypatch):
     from types import SimpleNamespace
 
-    import kface.distributed as dist
+    import kface.train.distributed as dist
     from kface.utils.errors import KfaceError
 
     weights = [("w", torch.arange(6, dtype=torch.bfloat16).reshape(2, 3))]  # bf16: no numpy dtype of its own

@@ -181,16 +181,16 @@ def test_push_without_hub_id_fails_before_work(tmp_path, tiny_dataset, tiny_orac
 
 
 def test_incomplete_or_missing_samples_are_clear_errors(tmp_path, real_test):
-    from kface.utils.errors import KfaceError
+    from kface.utils.errors import InputError
     from kface.samples import read_samples
 
     x, y, names = real_test
     root = write_samples(tmp_path / "s", {c: x[y == c][:2] for c in range(4)}, names, complete=False)
-    with pytest.raises(KfaceError, match="complete=false"):
+    with pytest.raises(InputError, match="complete=false"):
         read_samples(root)
     root = write_samples(tmp_path / "t", {c: x[y == c][:2] for c in range(4)}, names)
     (root / names[1] / "000101.png").unlink()
-    with pytest.raises(KfaceError, match="class '0001' lacks 1 of 2 images"):
+    with pytest.raises(InputError, match="class '0001' lacks 1 of 2 images"):
         read_samples(root)
 
 
@@ -204,10 +204,10 @@ def test_resolution_mismatch_is_resized_with_a_warning(caplog):
 
 
 def test_class_order_mismatch_is_named():
-    from kface.utils.errors import KfaceError
+    from kface.utils.errors import InputError
     from kface.samples import check_class_names
 
-    with pytest.raises(KfaceError, match=r"different ids: \['b \(id 1 vs 0\)'"):
+    with pytest.raises(InputError, match=r"different ids: \['b \(id 1 vs 0\)'"):
         check_class_names({"--oracle": ["a", "b"], "--samples": ["b", "a"]})
 
 

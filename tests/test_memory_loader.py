@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torchvision.transforms.v2 import functional as F
 
 from kface.data.memory import BatchAugment, InMemoryImages, affine, color_jitter, flip, in_memory_loaders, keep_batch
-from kface.training import image_loaders
+from kface.train.setup import image_loaders
 
 pytestmark = pytest.mark.one_thread
 
@@ -100,7 +100,7 @@ def test_accelerate_shards_and_resumes_the_in_memory_loader(tmp_path):
     mid-epoch resume (skip_first_batches) sees the rest of the same epoch."""
     from accelerate.data_loader import prepare_data_loader
 
-    from kface.training import build_accelerator
+    from kface.train.setup import build_accelerator
 
     data = numbered(50)
     loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True, collate_fn=keep_batch)

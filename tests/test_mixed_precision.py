@@ -178,7 +178,7 @@ def test_monitor_means_first_non_finite_value_and_scaler_norms(tmp_path):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from kface.train_monitor import TrainingMonitor
+    from kface.train.monitor import TrainingMonitor
 
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(cpu=True)

@@ -8,10 +8,11 @@ import pytest
 import torch
 from conftest import run_script
 
-from kface.utils.errors import KfaceError
-from kface.oracle import (Oracle, adapt_stem, comparison_table, create_classifier, load_oracle, oracle_config,
-                          save_oracle, warmup_param_groups)
-from kface.training import checkpoint_due, phase_cosine_schedule
+from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, save_oracle)
+from kface.oracle.model import adapt_stem
+from kface.oracle.recipe import phase_cosine_schedule, warmup_param_groups
+from kface.train.checkpoints import checkpoint_due
+from kface.utils.errors import InputError
 
 NAMES = ["0000", "0001", "0002", "0003"]
 
@@ -108,10 +109,10 @@ def test_predict_resizes_larger_inputs():
 
 def test_bad_oracle_folder_and_offline_pretrained(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(KfaceError, match="config.json"):
+    with pytest.raises(InputError, match="config.json"):
         load_oracle(tmp_path / "empty")
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    with pytest.raises(KfaceError, match="--resume_weights"):
+    with pytest.raises(InputError, match="weights_file"):
         create_classifier("resnet18", 4, small_stem=True, pretrained=True)
 
 
@@ -198,7 +199,7 @@ def test_bad_inputs_one_line_exit_2(tiny_dataset, tmp_path, extra, message):
 
 
 def test_mid_epoch_resume_sees_the_same_remaining_batches(tmp_path):
-    from kface.training import build_accelerator
+    from kface.train.setup import build_accelerator
 
     def loader(accelerator):
         data = torch.utils.data.TensorDataset(torch.arange(20))

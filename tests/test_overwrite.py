@@ -170,7 +170,7 @@ def test_sample_other_settings_name_both_ways_and_overwrite_replaces(tiny_pipeli
 
 
 def test_overwrite_never_follows_a_hostile_manifest_out_of_the_folder(tmp_path):
-    from kface.sampling import manifest_entries
+    from kface.samples import manifest_entries
 
     victim = tmp_path / "victim"
     victim.mkdir()

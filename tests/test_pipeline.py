@@ -8,10 +8,10 @@ import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from kface.utils.errors import KfaceError
-from kface.pipeline import (SCHEDULERS, ClassConditionalDDPMPipeline, guided_denoiser, image_generators,
-                            make_scheduler)
-from kface.unet import build_unet, preset_config
+from kface.utils.errors import InputError
+from kface.diffusion.pipeline import ClassConditionalDDPMPipeline, guided_denoiser, image_generators
+from kface.diffusion.schedulers import SCHEDULERS, make_scheduler
+from kface.diffusion.unet import build_unet, preset_config
 
 NAMES = ["ann", "bob", "cat"]
 TINY_UNET = dict(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
@@ -102,7 +102,7 @@ def test_class_names_resolve_to_ids(pipe):
 @pytest.mark.parametrize("labels, message", [(["dan"], "unknown class name 'dan'"), ([3], "out of range"),
                                              ([-1], "out of range")])
 def test_bad_class_labels_raise_clear_errors(pipe, labels, message):
-    with pytest.raises(KfaceError, match=message):
+    with pytest.raises(InputError, match=message):
         pipe(labels, num_inference_steps=2)
 
 
@@ -250,11 +250,11 @@ def test_unet_presets_and_overrides():
     assert unet.config.block_out_channels == (32, 64, 64) or list(unet.config.block_out_channels) == [32, 64, 64]
     assert list(preset_config("paper", 32)["block_out_channels"]) == [64, 128, 256]
     assert list(preset_config("paper", 64)["block_out_channels"]) == [64, 128, 256, 512]
-    with pytest.raises(KfaceError, match="no such preset"):
+    with pytest.raises(InputError, match="no such preset"):
         preset_config("paper", 128)
-    with pytest.raises(KfaceError, match="num_class_embeds"):
+    with pytest.raises(InputError, match="num_class_embeds"):
         build_unet(32, NAMES, preset="tiny", overrides={"num_class_embeds": 2})
-    with pytest.raises(KfaceError, match="rejected"):
+    with pytest.raises(InputError, match="rejected"):
         build_unet(32, NAMES, preset="tiny", overrides={"block_out_channels": [8, 8]})
 
 

@@ -80,7 +80,7 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     """A saved ClassConditionalDDPMPipeline (16 px, untrained) with the tiny_dataset's classes."""
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from kface.pipeline import ClassConditionalDDPMPipeline
+    from kface.diffusion import ClassConditionalDDPMPipeline
 
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
@@ -146,7 +146,7 @@ def killed_then_resumed(tiny_dataset, model_config, tmp_path_factory):
                      "--max_train_steps", "12")
     kill_after_first_checkpoint(args, out)
     assert not (out / "model_index.json").exists()
-    from kface.checkpointing import latest_checkpoint
+    from kface.train.checkpoints import latest_checkpoint
 
     resumed_from = json.loads((latest_checkpoint(out) / "kface_state.json").read_text())["step"]
     rerun = run(ddpm_args(tiny_dataset, out, model_config, "--checkpointing_steps", "2", "--checkpoints_total_limit",
@@ -247,7 +247,7 @@ def test_resume_from_a_folder_that_is_not_a_checkpoint(tiny_dataset, tmp_path, m
     (tmp_path / "o" / "checkpoint-7").mkdir(parents=True)  # killed before kface_state.json: not complete
     code, last = cli("train_ddpm", ddpm_args(tiny_dataset, tmp_path / "o", model_config,
                                              "--resume_from_checkpoint", "checkpoint-7")[1:], capsys)
-    assert_one_line(code, last, "--resume_from_checkpoint checkpoint-7", "no complete checkpoint")
+    assert_one_line(code, last, "--resume_from_checkpoint: checkpoint-7", "no complete checkpoint")
 
 
 @pytest.mark.parametrize("script", ["train_ddpm", "train_oracle", "evaluate", "sample"])
@@ -281,7 +281,7 @@ def test_evaluate_missing_paths(flag, tiny_dataset, tiny_oracle, tmp_path, capsy
     argv = evaluate_argv(samples, tiny_dataset, tiny_oracle, tmp_path / "e")
     argv[argv.index(flag) + 1] = tmp_path / "nowhere"
     code, last = cli("evaluate", argv, capsys)
-    assert_one_line(code, last, f"{flag} {tmp_path / 'nowhere'}")
+    assert_one_line(code, last, f"{flag}: {tmp_path / 'nowhere'}")
 
 
 def test_evaluate_empty_samples_folder(tiny_dataset, tiny_oracle, tmp_path, capsys):
@@ -338,7 +338,7 @@ def test_sample_pipeline_with_corrupt_unet_weights(damage, tiny_pipeline, tmp_pa
     weights.write_bytes(weights.read_bytes()[:2000] if damage == "truncate" else b"garbage" * 100)
     code, last = cli("sample", ["--pipeline", pipe, "--output_dir", tmp_path / "s", "--num_per_class", "1",
                                 "--scheduler", "ddim", "--num_inference_steps", "1"], capsys)
-    assert_one_line(code, last, f"--pipeline {pipe}")
+    assert_one_line(code, last, f"--pipeline: {pipe}")
     assert not list((tmp_path / "s").glob("*/*.png"))
 
 

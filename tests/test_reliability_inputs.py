@@ -112,7 +112,7 @@ def test_sample_more_steps_than_the_training_t(scheduler, tiny_pipeline, tmp_pat
     out = tmp_path / "s"
     code, last = cli("sample", ["--pipeline", tiny_pipeline, "--output_dir", out, "--num_per_class", "1",
                                 "--scheduler", scheduler, "--num_inference_steps", "1001"], capsys)
-    assert_one_line(code, last, "--num_inference_steps 1001", "training T = 1000", "1000 or fewer")
+    assert_one_line(code, last, "--num_inference_steps: num_inference_steps 1001", "training T = 1000", "1000 or fewer")
     assert nothing_written(out)  # no samples.json: the check comes before the manifest
 
 

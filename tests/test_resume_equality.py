@@ -38,7 +38,7 @@ def model_config(tmp_path_factory) -> Path:
 
 
 def resumed_from(out: Path) -> int:
-    from kface.checkpointing import latest_checkpoint
+    from kface.train.checkpoints import latest_checkpoint
 
     return json.loads((latest_checkpoint(out) / "kface_state.json").read_text())["step"]
 
@@ -137,22 +137,28 @@ def test_train_oracle_killed_mid_epoch_and_resumed_equals_uninterrupted(data8, t
 
 
 def test_step_draws_of_two_micro_batches_are_those_of_one_batch_x2():
-    from kface.diffusion_training import step_draws
+    from kface.diffusion.training import step_draws
 
     x_half, x_full = torch.zeros(4, 3, 8, 8), torch.zeros(8, 3, 8, 8)
-    halves = [step_draws(0, 0, 7, micro, 4, 2, x_half, 1000) for micro in (0, 1)]
-    full = step_draws(0, 0, 7, 0, 8, 1, x_full, 1000)
+
+    def draws(x, process=0, step=7, micro=0, batch_size=8, accumulation=1):
+        return step_draws(x, seed=0, process_index=process, step=step, micro=micro, batch_size=batch_size,
+                          accumulation=accumulation, num_train_timesteps=1000)
+
+    halves = [draws(x_half, micro=micro, batch_size=4, accumulation=2) for micro in (0, 1)]
+    full = draws(x_full)
     for part in range(3):  # noise, timesteps, uniforms
         assert torch.equal(torch.cat([halves[0][part], halves[1][part]]), full[part])
-    assert not torch.equal(step_draws(0, 0, 8, 0, 8, 1, x_full, 1000)[0], full[0])  # another step
-    assert not torch.equal(step_draws(0, 1, 7, 0, 8, 1, x_full, 1000)[0], full[0])  # another process
-    assert torch.equal(step_draws(0, 0, 7, 1, 4, 2, x_half[:3], 1000)[0], halves[1][0][:3])  # a short last batch
+    assert not torch.equal(draws(x_full, step=8)[0], full[0])  # another step
+    assert not torch.equal(draws(x_full, process=1)[0], full[0])  # another process
+    short = draws(x_half[:3], micro=1, batch_size=4, accumulation=2)  # a short last batch
+    assert torch.equal(short[0], halves[1][0][:3])
 
 
 def test_resume_batches_with_seed_redraws_the_skipped_augmentations(tmp_path):
     """A dataset that draws from the global RNG per item, as a random flip does: after a resume at step 2
     the remaining batches carry the same draws as in a pass over the whole epoch."""
-    from kface.training import build_accelerator, resume_batches
+    from kface.train.setup import build_accelerator, resume_batches
 
     class Drawing(torch.utils.data.Dataset):
         def __len__(self):

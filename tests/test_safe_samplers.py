@@ -5,7 +5,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from kface.pipeline import ClassConditionalDDPMPipeline, make_scheduler
+from kface.diffusion import ClassConditionalDDPMPipeline, make_scheduler
 
 pytestmark = pytest.mark.one_thread
 SIZE = 16

@@ -19,9 +19,10 @@ from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image
 
 from conftest import REPO
-from kface.utils.errors import KfaceError, run_cli
-from kface.pipeline import ClassConditionalDDPMPipeline, make_scheduler
-from kface.sampling import class_folders, generate, image_path
+from kface.utils.errors import InputError, KfaceError, run_cli
+from kface.diffusion import ClassConditionalDDPMPipeline, make_scheduler
+from kface.diffusion.generate import generate
+from kface.samples import class_folders, image_path
 
 NAMES = ["ann", "bob", "cat"]
 # the reference setting of the subprocess runs: 3 classes x 6 images, DDIM 4 steps, guided (batched forward)
@@ -111,7 +112,8 @@ def test_batch_size_does_not_change_the_files(reference, pipe_dir, tmp_path):
     pipe.set_progress_bar_config(disable=True)
     jobs = [(c, i) for c in range(3) for i in range(6)]
     for batch in (2, 5):
-        generate(pipe, jobs, tmp_path / str(batch), NAMES, 10, 3.0, 4, batch)
+        generate(pipe, jobs, tmp_path / str(batch), NAMES, seed=10, guidance_scale=3.0, num_inference_steps=4,
+                 batch_size=batch)
     assert png_files(tmp_path / "2") == png_files(tmp_path / "5") == png_files(reference)
     # the check has teeth: the images differ between classes and seeds
     assert len(set(png_files(reference).values())) == 18
@@ -202,7 +204,7 @@ def test_class_folders_are_the_names_and_reserved_ones_get_the_id():
     names = ["a b", "Zoë Ñ", "李雷", "grids", "Dataset", "x"]
     assert class_folders(names) == ["a b", "Zoë Ñ", "李雷", "grids@3", "Dataset@4", "x"]
     for bad in (["../x", "y"], ["a/b", "y"], ["", "y"], ["x", "X"], ["é" * 128, "y"]):  # 256 bytes of UTF-8
-        with pytest.raises(KfaceError, match="--pipeline: class name"):
+        with pytest.raises(InputError, match="class_names: class name"):
             class_folders(bad)
 
 
@@ -257,8 +259,8 @@ def test_guidance_sweep_writes_one_folder_each(pipe_dir, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--num_per_class", "0"], "--num_per_class 0: must be a positive integer"),
     (["--guidance_scale", "-1"], "--guidance_scale -1.0: must be >= 0"),
-    (["--classes", "ann", "dan"], r"--classes 'dan': no such class .* \['ann', 'bob', 'cat'\]"),
-    (["--scheduler", "heun"], "--scheduler heun: unknown"),
+    (["--classes", "ann", "dan"], r"--classes: unknown class name 'dan'; .* \['ann', 'bob', 'cat'\]"),
+    (["--scheduler", "heun"], "--scheduler: scheduler 'heun' is unknown"),
 ])
 def test_bad_flags_are_one_line_errors(pipe_dir, tmp_path, argv, message):
     with pytest.raises(KfaceError, match=message):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from kface.diffusion_training import check_finite, denoising_loss, drop_labels
-from kface.utils.errors import KfaceError
-from kface.pipeline import ClassConditionalDDPMPipeline
+from kface.diffusion.training import check_finite, denoising_loss, drop_labels
+from kface.utils.errors import InputError, KfaceError
+from kface.diffusion import ClassConditionalDDPMPipeline
 
 from conftest import run_script
 
@@ -149,8 +149,8 @@ def test_check_finite():
 
 
 def test_resume_batches_skip_whole_optimiser_steps(tmp_path):
-    from kface.training import resume_batches
-    from kface.training import build_accelerator
+    from kface.train.setup import resume_batches
+    from kface.train.setup import build_accelerator
 
     accelerator = build_accelerator(tmp_path, seed=5, report_to="none")
     data = torch.utils.data.TensorDataset(torch.arange(24))
@@ -164,7 +164,7 @@ def test_resume_batches_skip_whole_optimiser_steps(tmp_path):
 
 def test_resume_refuses_another_architecture(tmp_path):
     """A checkpoint of the pre-fix tiny preset (norm_num_groups 32) must not resume into today's preset."""
-    from kface.unet import build_unet, check_resumed_unet
+    from kface.diffusion.unet import build_unet, check_resumed_unet
 
     names = ["a", "b"]
     old = {**MODEL_CONFIG, "norm_num_groups": 4}
@@ -172,5 +172,5 @@ def test_resume_refuses_another_architecture(tmp_path):
     path = tmp_path / "training_config.json"
     path.write_text(json.dumps({"unet": saved}))
     check_resumed_unet(path, build_unet(16, names, preset="tiny", overrides=old))  # the same: accepted
-    with pytest.raises(KfaceError, match=r"norm_num_groups: 4 -> 8"):
+    with pytest.raises(InputError, match=r"norm_num_groups: 4 -> 8"):
         check_resumed_unet(path, build_unet(16, names, preset="tiny", overrides=MODEL_CONFIG))

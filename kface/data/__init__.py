@@ -15,10 +15,12 @@ from .datasets import (
                        class_names,
                        empty_saved_splits,
                        load_image_dataset,
+                       read_dataset_split,
                        require_classes,
                        require_splits,
                        resolution_config,
 )
 
-__all__ = ["check_columns", "class_names", "empty_saved_splits", "load_image_dataset", "require_classes",
+__all__ = ["check_columns", "class_names", "empty_saved_splits", "load_image_dataset", "read_dataset_split",
+           "require_classes",
            "require_splits", "resolution_config"]

@@ -133,3 +133,27 @@ def empty_saved_splits(path) -> list[str]:
         return [s for s in splits if not json.loads((Path(path) / s / "state.json").read_text())["_data_files"]]
     except (OSError, ValueError, KeyError, TypeError):
         return []
+
+
+def read_dataset_split(ds_or_path, split: str | None):
+    """One split of a DatasetDict (or a saved Dataset when ``split`` is None) as a ``kface.samples.ImageSet``:
+    uint8 NCHW images and their labels, for evaluate.py's real images (and samples saved as a Dataset)."""
+    import numpy as np
+    from datasets import ClassLabel
+
+    from kface.samples import ImageSet, stack_images  # absolute: this module moves into kface/data/
+    from kface.utils.errors import InputError
+
+    if not hasattr(ds_or_path, "features"):
+        from datasets import load_from_disk
+
+        loaded = load_from_disk(str(ds_or_path))
+        ds = loaded if split is None else loaded[split]
+    else:
+        ds = ds_or_path
+    where = f"split {split}" if split else f"dataset {ds_or_path}"
+    if "image" not in ds.column_names or not isinstance(ds.features.get("label"), ClassLabel):
+        raise InputError(f"{where}: needs an 'image' column and a ClassLabel 'label' column (has {ds.column_names})")
+    images = [np.asarray(img.convert("RGB")).transpose(2, 0, 1) for img in ds["image"]]
+    return ImageSet(stack_images(images, where), np.asarray(ds["label"], dtype=np.int64),
+                    list(ds.features["label"].names), fingerprint=str(getattr(ds, "_fingerprint", "")))

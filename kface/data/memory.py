@@ -1,6 +1,6 @@
 """In-memory training data (``--in_memory``): decode a split once into a uint8 tensor, augment whole batches.
 
-The per-image path (kface.training.image_loaders) decodes a PNG, resizes it and runs the torchvision v2
+The per-image path (kface.train.setup.image_loaders) decodes a PNG, resizes it and runs the torchvision v2
 augmentations image by image, in Python, on every step: at 32 px that costs far more than the copy of the
 pixels. A 32 px face set is small (3 KB per crop: 10,000 crops are 30 MB), so here each split is decoded once,
 through the same resize as the per-image path (so the pixels are identical with augmentation off), into one
@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 def decode_split(dataset, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 NCHW images, int64 labels) of a Dataset with ``image`` and ``label`` columns, resized as the
-    per-image path resizes (kface.training.image_transform without augmentation)."""
-    from ..training import image_transform
+    per-image path resizes (kface.train.setup.image_transform without augmentation)."""
+    from ..train.setup import image_transform
 
     transform = image_transform(resolution, train=False)
     images = torch.empty((len(dataset), 3, resolution, resolution), dtype=torch.uint8)
@@ -181,7 +181,7 @@ def keep_batch(batch: dict) -> dict:
 
 def in_memory_loaders(splits: dict, resolution: int, train_batch_size: int, eval_batch_size: int,
                       num_workers: int = 0, device: torch.device | str = "cpu", **augment) -> dict:
-    """The in-memory counterpart of kface.training.image_loaders: same splits, batch sizes, shuffling and
+    """The in-memory counterpart of kface.train.setup.image_loaders: same splits, batch sizes, shuffling and
     augmentation flags. The images live on ``device`` when ``num_workers`` is 0; worker processes cannot
     share device tensors, so with workers they stay on the CPU and the batches are augmented there."""
     place = torch.device(device) if num_workers == 0 else torch.device("cpu")

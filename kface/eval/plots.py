@@ -67,7 +67,7 @@ def save_confusion_heatmap(counts: np.ndarray, class_names: list[str], path, *, 
     return _save(fig, path)
 
 
-GRID_PADDING, GRID_PAD_VALUE = 2, 255  # as sample.py's grids/ (kface.sampling.write_grids)
+GRID_PADDING, GRID_PAD_VALUE = 2, 255  # as sample.py's grids/ (kface.samples.write_grids)
 
 
 def save_image_grid(images: np.ndarray, path, *, ncols: int = 8, titles: list[str] | None = None) -> Path:

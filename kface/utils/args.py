@@ -105,6 +105,14 @@ def below_one(text: str) -> float:
     return value
 
 
+def require_flags(args, **needed: str) -> None:
+    """A one-line error for the first of ``needed`` (flag name -> what to give) that ``args`` lacks; argparse's
+    ``required=True`` would print the whole usage before its error line."""
+    for name, what in needed.items():
+        if not getattr(args, name):
+            raise KfaceError(f"--{name} is required: {what}")
+
+
 def check_guidance(values: list[float], flag: str) -> None:
     """Classifier-free guidance weights: inf or nan would turn every sample into nan."""
     for w in values:
@@ -117,6 +125,9 @@ def checkpointing_every(text: str) -> str:
         return text
     positive_int(text)
     return text
+
+
+DATASET_HINT = "a preprocess.py output folder, a saved DatasetDict or a Hub id"
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:

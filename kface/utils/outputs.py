@@ -95,7 +95,7 @@ def keep_or_resume_training(output_dir, results, resume, overwrite: bool) -> lis
     """The policy for train_oracle.py and train_ddpm.py: ``results`` (and complete checkpoints) are kept unless
     ``resume`` (the resolved ``--resume_from_checkpoint``) continues them or ``overwrite`` starts over; starting
     over deletes the old checkpoints too, which a later ``--resume_from_checkpoint latest`` would otherwise pick."""
-    from ..checkpointing import latest_checkpoint
+    from ..train.checkpoints import latest_checkpoint
 
     if resume is not None and overwrite:
         raise KfaceError(f"--overwrite and --resume_from_checkpoint {resume.name}: pass one; --overwrite starts over, "

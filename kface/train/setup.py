@@ -1,21 +1,32 @@
-"""Training-loop pieces shared by train_oracle.py and train_ddpm.py.
-
-Accelerate set-up (trackers that are missing are dropped, not fatal), image datasets as uint8 tensors
-with torchvision v2 augmentation, a stratified validation split, the phase-aware cosine schedule, the
-checkpoint cadence, and a best-weights keeper that travels inside every checkpoint.
-"""
+"""The trainer skeleton shared by train_oracle.py and train_ddpm.py: logging, the Accelerator (trackers that are
+missing are dropped, not fatal), image datasets as uint8 tensors with torchvision v2 augmentation, the
+steps-per-epoch arithmetic and the batches left in an epoch after a resume."""
 
 import itertools
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .utils.errors import KfaceError
+from ..utils.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+
+def setup_logging(*names: str) -> None:
+    """The scripts' logging: kface's (and ``names``', e.g. ``"__main__"``) INFO lines; the libraries' (accelerate's
+    per-file saves, diffusers) from WARNING up."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    for name in ("kface", *names):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+def steps_per_epoch(num_batches: int, num_processes: int = 1, accumulation: int = 1) -> int:
+    """Optimiser steps per epoch of a loader of ``num_batches``: once prepared, each of ``num_processes`` gets
+    ceil(batches / processes) of them (accelerate pads the last round), and an optimiser step takes
+    ``accumulation`` of those. Pass ``num_processes=1`` for a loader that is already prepared (sharded)."""
+    return -(-(-(-num_batches // num_processes)) // accumulation)
 
 
 def resolve_report_to(report_to: str) -> list[str] | None:
@@ -26,9 +37,9 @@ def resolve_report_to(report_to: str) -> list[str] | None:
     wanted = list(available) if report_to == "all" else [] if report_to in ("none", "", None) else [report_to]
     for name in wanted:
         if name not in available:
-            raise KfaceError(f"--report_to {report_to}: unknown tracker; use tensorboard, wandb, all or none")
+            raise InputError(f"report_to {report_to!r}: unknown tracker; use tensorboard, wandb, all or none")
         if not available[name]:
-            logger.warning("--report_to %s: %s is not installed; not logging to it", report_to, name)
+            logger.warning("report_to %s: %s is not installed; not logging to it", report_to, name)
     kept = [n for n in wanted if available[n]]
     return kept or None
 
@@ -67,7 +78,7 @@ def image_transform(resolution: int, train: bool, random_flip: bool = True, tran
         if color_jitter > 0:
             steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
         if robust_augment > 0:
-            from .eval.nuisance import robust_augmentations
+            from ..eval.nuisance import robust_augmentations
 
             steps += [v2.ToDtype(torch.uint8)] + robust_augmentations(robust_augment)
     steps.append(v2.ToDtype(torch.uint8))
@@ -105,79 +116,6 @@ def image_loaders(splits: dict, resolution: int, train_batch_size: int, eval_bat
                                          train_batch_size if train else eval_batch_size, shuffle=train,
                                          num_workers=num_workers)
     return loaders
-
-
-def split_validation(train, fraction: float, seed: int):
-    """Hold out a class-stratified ``fraction`` of ``train`` for model selection; (train, val or None)."""
-    if fraction <= 0:
-        return train, None
-    num_classes = train.features["label"].num_classes
-    if round(len(train) * fraction) < num_classes:
-        raise KfaceError(f"--val_fraction {fraction}: {len(train)} training images give fewer validation images "
-                         f"than the {num_classes} classes; raise it or pass 0 to keep the last epoch")
-    parts = train.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
-    return parts["train"], parts["test"]
-
-
-def _cosine(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    progress = (step - warmup) / max(1, total - warmup)
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
-
-
-def phase_cosine_schedule(optimizer, total_steps: int, warmup_steps: int, frozen_steps: int = 0):
-    """Linear warm-up then cosine to 0, per parameter group.
-
-    Group 0 (head, new stem) follows it from step 0. Group 1 (the backbone), if present, has learning
-    rate 0 for the first ``frozen_steps`` (the frozen-backbone warm-up) and then its own warm-up + cosine
-    over the remaining steps. A rate of exactly 0 makes AdamW leave the parameters untouched (weight
-    decay is scaled by the rate too), and, unlike toggling ``requires_grad``, it is safe under DDP and
-    stored in the scheduler's checkpoint.
-    """
-    from torch.optim.lr_scheduler import LambdaLR
-
-    def head(step):
-        return _cosine(step, warmup_steps, total_steps)
-
-    def backbone(step):
-        return 0.0 if step < frozen_steps else _cosine(step - frozen_steps, warmup_steps, total_steps - frozen_steps)
-
-    return LambdaLR(optimizer, [head, backbone][: len(optimizer.param_groups)])
-
-
-def checkpoint_due(step: int, steps_per_epoch: int, every: str, epoch_end: bool) -> bool:
-    """``--checkpointing_steps epoch|N``. At an epoch end the checkpoint waits for validation, so that
-    the best-model record it holds is up to date; mid-epoch it is taken right away."""
-    if every == "epoch":
-        return epoch_end
-    if step % int(every) != 0:
-        return False
-    return epoch_end or step % steps_per_epoch != 0
-
-
-class BestWeights:
-    """The best weights so far and their validation score; registered for checkpointing, so a resumed
-    run knows its best model. Scores compare as tuples (e.g. ``(accuracy, -loss)``)."""
-
-    def __init__(self):
-        self.score: tuple | None = None
-        self.epoch: int | None = None
-        self.weights: dict | None = None
-
-    def update(self, model: torch.nn.Module, score: tuple, epoch: int) -> bool:
-        if self.score is not None and tuple(score) <= tuple(self.score):
-            return False
-        self.score, self.epoch = tuple(score), int(epoch)
-        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        return True
-
-    def state_dict(self) -> dict:
-        return {"score": list(self.score) if self.score else None, "epoch": self.epoch, "weights": self.weights}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.score = tuple(state["score"]) if state.get("score") else None
-        self.epoch, self.weights = state.get("epoch"), state.get("weights")
 
 
 def resume_batches(accelerator, loader, epoch: int, steps_done_in_epoch: int, accumulation: int,

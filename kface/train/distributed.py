@@ -10,7 +10,7 @@ import hashlib
 
 import torch
 
-from .utils.errors import KfaceError
+from ..utils.errors import KfaceError
 
 
 def tensors_sha256(named_tensors) -> str:

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .utils.errors import KfaceError
+from ..utils.errors import KfaceError
 
 MIN_LOSS_SCALE = 1.0
 

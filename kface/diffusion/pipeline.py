@@ -5,7 +5,7 @@ last, null row (the unconditional model of classifier-free guidance), and any di
 names live in the pipeline config (``model_index.json``), so ``save_pretrained`` / ``from_pretrained`` keep them.
 
     pipe = ClassConditionalDDPMPipeline.from_pretrained("out/ddpm")          # a folder or a Hub id
-    pipe.scheduler = make_scheduler("dpmsolver", pipe.scheduler.config)       # 25 steps instead of 1000
+    pipe.scheduler = make_scheduler("dpmsolver", pipe.scheduler.config)       # kface.diffusion.schedulers
     images = pipe(class_labels=["0003"] * 4, guidance_scale=3.0, num_inference_steps=25).images
 """
 
@@ -13,12 +13,10 @@ import inspect
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput
+from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .utils.errors import KfaceError
-from .schedulers import (ClippedDPMSolverMultistepScheduler, ClippedEulerDiscreteScheduler,
-                         ClippedUniPCMultistepScheduler)
+from ..samples import class_ids
 
 OUTPUT_TYPES = ("pil", "np", "pt", "uint8")
 
@@ -63,10 +61,10 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
         super().__init__()
         num_embeds = unet.config.num_class_embeds
         if not num_embeds or num_embeds < 2:
-            raise ValueError("the UNet is not class-conditional: it needs num_class_embeds = num_classes + 1")
+            raise ValueError("unet is not class-conditional: it needs num_class_embeds = num_classes + 1")
         class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_embeds - 1)]
         if len(class_names) != num_embeds - 1:
-            raise ValueError(f"{len(class_names)} class names for a UNet with {num_embeds - 1} classes "
+            raise ValueError(f"class_names: {len(class_names)} names for a UNet with {num_embeds - 1} classes "
                              "(num_class_embeds - 1, the last one being the null class)")
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(class_names=class_names)
@@ -80,21 +78,9 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
         return len(self.config.class_names)
 
     def class_ids(self, class_labels) -> torch.Tensor:
-        """Resolve class names or ids (a list, or a 1-D tensor of ids) to a LongTensor of ids."""
-        if isinstance(class_labels, (int, str)):
-            class_labels = [class_labels]
-        names, ids = self.class_names, []
-        for label in (class_labels.tolist() if torch.is_tensor(class_labels) else class_labels):
-            if isinstance(label, str):
-                if label not in names:
-                    shown = names if len(names) <= 12 else names[:12] + ["..."]
-                    raise KfaceError(f"unknown class name {label!r}; this model knows {len(names)}: {shown}")
-                ids.append(names.index(label))
-            elif isinstance(label, (int, np.integer)) and 0 <= label < len(names):
-                ids.append(int(label))
-            else:
-                raise KfaceError(f"class id {label!r} is out of range: this model has classes 0..{len(names) - 1}")
-        return torch.tensor(ids, dtype=torch.long, device=self._execution_device)
+        """Class names or ids (a list, or a 1-D tensor of ids) as a LongTensor of ids (``kface.samples.class_ids``)."""
+        return torch.tensor(class_ids(self.class_names, class_labels), dtype=torch.long,
+                            device=self._execution_device)
 
     @torch.no_grad()
     def __call__(self, class_labels, guidance_scale: float = 1.0, num_inference_steps: int = 1000,
@@ -111,7 +97,7 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
             raise ValueError(f"output_type {output_type!r}: use one of {OUTPUT_TYPES}")
         class_ids = self.class_ids(class_labels)
         if isinstance(generator, list) and len(generator) != len(class_ids):
-            raise ValueError(f"{len(generator)} generators for {len(class_ids)} images: give one per image")
+            raise ValueError(f"generator: {len(generator)} generators for {len(class_ids)} images: give one per image")
         x = self.p_sample_loop(class_ids, guidance_scale, num_inference_steps, generator)
         images = (x / 2 + 0.5).clamp(0, 1)
         images = self._convert(images, output_type)
@@ -154,33 +140,3 @@ def image_generators(seed: int, class_ids, indices, device="cpu") -> list[torch.
         state = np.random.SeedSequence([int(seed), int(c), int(i)]).generate_state(1, dtype=np.uint64)[0]
         gens.append(torch.Generator(device).manual_seed(int(state) & (2**63 - 1)))
     return gens
-
-
-# Fast samplers for a DDPM-trained model, with the settings that keep them stable on a T = 1000 model.
-# At t = 999 alpha_bar is 4e-5 on the linear schedule (~1e-9 on squaredcos_cap_v2), so the x_0 derived from
-# eps in the first steps is the eps error times ~150 (~3e4): every sampler clips x_0 to the data range, and
-# all clip it the way DDIM does (clip x_0, keep the model's eps): diffusers' `thresholding` instead keeps
-# what the clip removed in the state and broke samples with a large ||x_T|| (kface.schedulers, issue 12).
-# A first-order last step to sigma = 0 keeps the multistep solvers from leaving noise behind.
-SCHEDULERS = {
-    "ddpm": (DDPMScheduler, dict(clip_sample=True)),
-    "ddim": (DDIMScheduler, dict(clip_sample=True, timestep_spacing="trailing", set_alpha_to_one=True)),
-    "dpmsolver": (ClippedDPMSolverMultistepScheduler, dict(
-        algorithm_type="dpmsolver++", solver_order=2, thresholding=False,
-        lower_order_final=True, final_sigmas_type="zero", timestep_spacing="trailing")),
-    "euler": (ClippedEulerDiscreteScheduler, dict(timestep_spacing="trailing")),
-    "unipc": (ClippedUniPCMultistepScheduler, dict(
-        thresholding=False, lower_order_final=True, timestep_spacing="trailing")),
-}
-
-
-def make_scheduler(name: str, config):
-    """A sampler ``name`` (one of SCHEDULERS) built from a trained model's scheduler config.
-
-    ``from_config`` carries the training schedule (betas, T, prediction_type) over; the overrides above
-    make the fast samplers safe on it.
-    """
-    if name not in SCHEDULERS:
-        raise KfaceError(f"--scheduler {name}: unknown; use one of {sorted(SCHEDULERS)}")
-    cls, overrides = SCHEDULERS[name]
-    return cls.from_config(config, **overrides)

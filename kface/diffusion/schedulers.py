@@ -11,10 +11,16 @@ is the clipped one and whose eps is the model's; at order 1 this is exactly kfac
 rebuilds x_s from the previous state, so its output is projected too.
 
 Each class is the diffusers scheduler with a ``step`` that projects first; the config is the parent's.
+
+The registry of kface's samplers (``SCHEDULERS``, their aliases, ``make_scheduler``) lives here too: the one
+place that knows a sampler's name.
 """
 
 import torch
-from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                       UniPCMultistepScheduler)
+
+from ..utils.errors import InputError
 
 CLIP_RANGE = 1.0  # kface's data range is [-1, 1]
 
@@ -78,3 +84,54 @@ class ClippedEulerDiscreteScheduler(_ClipX0LikeDDIM, EulerDiscreteScheduler):
         sigma_ve = float(self.sigmas[self.step_index])  # Euler's x = x_t / alpha, x_t = alpha x_0 + sigma eps
         alpha = (1 + sigma_ve ** 2) ** -0.5
         return alpha, sigma_ve * alpha, 1 / alpha
+
+
+# Fast samplers for a DDPM-trained model, with the settings that keep them stable on a T = 1000 model.
+# At t = 999 alpha_bar is 4e-5 on the linear schedule (~1e-9 on squaredcos_cap_v2), so the x_0 derived from
+# eps in the first steps is the eps error times ~150 (~3e4): every sampler clips x_0 to the data range, and
+# all clip it the way DDIM does (clip x_0, keep the model's eps): diffusers' `thresholding` instead keeps
+# what the clip removed in the state and broke samples with a large ||x_T|| (the Clipped* classes above, issue 12).
+# A first-order last step to sigma = 0 keeps the multistep solvers from leaving noise behind.
+SCHEDULERS = {
+    "ddpm": (DDPMScheduler, dict(clip_sample=True)),
+    "ddim": (DDIMScheduler, dict(clip_sample=True, timestep_spacing="trailing", set_alpha_to_one=True)),
+    "dpmsolver": (ClippedDPMSolverMultistepScheduler, dict(
+        algorithm_type="dpmsolver++", solver_order=2, thresholding=False,
+        lower_order_final=True, final_sigmas_type="zero", timestep_spacing="trailing")),
+    "euler": (ClippedEulerDiscreteScheduler, dict(timestep_spacing="trailing")),
+    "unipc": (ClippedUniPCMultistepScheduler, dict(
+        thresholding=False, lower_order_final=True, timestep_spacing="trailing")),
+}
+
+
+SAMPLER_ALIASES = {"dpmsolver++": "dpmsolver", "dpm-solver++": "dpmsolver"}
+SAMPLER_NAMES = sorted(SCHEDULERS) + sorted(SAMPLER_ALIASES)
+
+
+def sampler_name(name: str) -> str:
+    """The canonical SCHEDULERS key of a sampler name or alias (``dpmsolver++`` -> ``dpmsolver``), any case."""
+    canonical = SAMPLER_ALIASES.get(name.lower(), name.lower())
+    if canonical not in SCHEDULERS:
+        raise InputError(f"scheduler {name!r} is unknown; use one of {SAMPLER_NAMES}")
+    return canonical
+
+
+def check_inference_steps(scheduler, num_inference_steps: int) -> None:
+    """Let the sampler judge ``num_inference_steps`` before anything is written: DDPM and DDIM refuse more
+    steps than the training T, which diffusers would only say at the first denoising call."""
+    try:
+        scheduler.set_timesteps(num_inference_steps)
+    except ValueError:
+        limit = scheduler.config.num_train_timesteps
+        raise InputError(f"num_inference_steps {num_inference_steps}: the {type(scheduler).__name__} sampler takes "
+                         f"at most the model's training T = {limit} steps; pass {limit} or fewer") from None
+
+
+def make_scheduler(name: str, config):
+    """A sampler ``name`` (one of SCHEDULERS or an alias) built from a trained model's scheduler config.
+
+    ``from_config`` carries the training schedule (betas, T, prediction_type) over; the overrides above
+    make the fast samplers safe on it.
+    """
+    cls, overrides = SCHEDULERS[sampler_name(name)]
+    return cls.from_config(config, **overrides)

@@ -1,9 +1,5 @@
 """Training pieces of the class-conditional DDPM (train_ddpm.py): the loss, label dropout, EMA, the
-validation grid, and writing the finished pipeline with its model card.
-
-``check_finite``, ``ema_weights`` and ``log_images`` are not diffusion-specific: candidates
-for kface/training.py, to be shared with train_oracle.py.
-"""
+validation grid, and writing the finished pipeline with its model card."""
 
 import json
 import math
@@ -16,11 +12,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .utils.errors import KfaceError
-from .utils.io import atomic_write_text
+from ..eval.plots import save_image_grid
+from ..train.monitor import diverged
+from ..utils.errors import InputError
+from ..utils.hub import is_hub_id
+from ..utils.io import atomic_path
 from .pipeline import ClassConditionalDDPMPipeline, image_generators
-from .eval.plots import save_image_grid
-from .train_monitor import diverged
 
 
 def drop_labels(labels: torch.Tensor, null_id: int, drop_prob: float, uniform: torch.Tensor | None = None
@@ -52,14 +49,14 @@ def denoising_loss(unet, noise_scheduler, x0: torch.Tensor, labels: torch.Tensor
     elif prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(x0, noise, t)
     else:
-        raise KfaceError(f"--prediction_type {prediction_type}: use epsilon or v_prediction")
+        raise InputError(f"prediction_type {prediction_type!r}: use epsilon or v_prediction")
     prediction = unet(x_t, t, class_labels=labels).sample
     # the loss in fp32 even under autocast: a bf16 mean over a batch of images loses the small values
     return F.mse_loss(prediction.float(), target.float())
 
 
-def step_draws(seed: int, process_index: int, step: int, micro: int, batch_size: int, accumulation: int,
-               x0: torch.Tensor, num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def step_draws(x0: torch.Tensor, *, seed: int, process_index: int, step: int, micro: int, batch_size: int,
+               accumulation: int, num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(noise, timesteps, label-dropout uniforms) of micro-batch ``micro`` of optimiser step ``step``.
 
     They come from a generator seeded by (seed, process, step) alone, not from the global RNG, which data
@@ -114,7 +111,7 @@ def ema_weights(ema, model):
         ema.restore(model.parameters())
 
 
-def sample_class_grid(unet, scheduler, class_names: list[str], images_per_class: int, guidance_scale: float,
+def sample_class_grid(unet, scheduler, class_names: list[str], *, images_per_class: int, guidance_scale: float,
                       num_inference_steps: int, seed: int, batch_size: int, autocast=None) -> torch.Tensor:
     """uint8 NCHW samples, ``images_per_class`` for each class in turn (a row per class in a grid).
 
@@ -175,41 +172,59 @@ def save_pipeline(pipeline, output_dir) -> None:
     staging.rmdir()
 
 
-def write_model_card(output_dir, config: dict, class_names: list[str], dataset: str, grid: str | None) -> None:
+# The model card, rendered by huggingface_hub's ``ModelCard.from_template`` (Jinja2): the YAML block comes from
+# ``ModelCardData``, the rest from the run's training_config.json.
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# Class-conditional DDPM ({{ c.resolution }} px, {{ names | length }} classes)
+
+Trained with kface `train_ddpm.py` on `{{ dataset }}` for {{ c.trained_steps }} steps; \
+classifier-free guidance with label dropout {{ c.cond_drop_prob }}; {{ c.prediction_type }} prediction, \
+{{ c.beta_schedule }} schedule, T = {{ c.ddpm_num_steps }}; weights: {{ 'EMA' if c.use_ema else 'raw (no EMA)' }}.
+
+Classes: {{ names[:20] | join(', ') }}{{ ' ...' if names | length > 20 else '' }}
+{% if cal %}
+eps calibration at t = {{ cal.timestep }} (kface.diffusion.calibration; ideal ~{{ '%.3f' % cal.ideal }} for all \
+three): slope of eps's channel means on x_T's {{ '%.3f' % cal.mean_slope }}, ||eps|| / ||x_T|| \
+{{ '%.3f' % cal.norm_ratio }}, response to scaling x_T {{ '%.3f' % cal.scale_response }}. A slope far below 1 means \
+the network cannot see the colour of its input, and samples lose it (docs/ddpm.md).
+{% endif %}
+## Use
+
+```python
+from kface.diffusion import ClassConditionalDDPMPipeline, make_scheduler
+pipe = ClassConditionalDDPMPipeline.from_pretrained("<this folder or repo id>")
+pipe.scheduler = make_scheduler("dpmsolver", pipe.scheduler.config)
+images = pipe([{{ names[0] | tojson }}] * 4, guidance_scale=3.0, num_inference_steps=25).images
+```
+
+Without kface: see docs/ddpm.md of kface (UNet2DModel + scheduler subfolders; class names in model_index.json; \
+the last class index is the null class).
+{% if grid %}
+## Samples (a row per class, guidance {{ c.validation_guidance }})
+
+![samples]({{ grid }})
+{% endif %}
+## Training configuration
+
+```json
+{{ config_json }}
+```
+"""
+
+
+def write_model_card(output_dir, config: dict, class_names: list[str], dataset: str, grid: str | None) -> Path:
     """README.md for the Hub: how to load the pipeline, what it was trained on, the last sample grid."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    is_hub_id = "/" in dataset and not Path(dataset).exists()
-    data = ModelCardData(library_name="diffusers", license="other", datasets=[dataset] if is_hub_id else None,
+    data = ModelCardData(library_name="diffusers", license="other", datasets=[dataset] if is_hub_id(dataset) else None,
                          tags=["kface", "ddpm", "class-conditional", "classifier-free-guidance"])
-    shown = ", ".join(class_names[:20]) + (" ..." if len(class_names) > 20 else "")
-    body = "\n".join([
-        "---", data.to_yaml(), "---", "",
-        f"# Class-conditional DDPM ({config['resolution']} px, {len(class_names)} classes)", "",
-        f"Trained with kface `train_ddpm.py` on `{dataset}` for {config['trained_steps']} steps; "
-        f"classifier-free guidance with label dropout {config['cond_drop_prob']}; "
-        f"{config['prediction_type']} prediction, {config['beta_schedule']} schedule, T = {config['ddpm_num_steps']}; "
-        f"weights: {'EMA' if config['use_ema'] else 'raw (no EMA)'}.", "",
-        f"Classes: {shown}", "", *_calibration_lines(config.get("eps_calibration")), "## Use", "", "```python",
-        "from kface.pipeline import ClassConditionalDDPMPipeline, make_scheduler",
-        "pipe = ClassConditionalDDPMPipeline.from_pretrained(\"<this folder or repo id>\")",
-        "pipe.scheduler = make_scheduler(\"dpmsolver\", pipe.scheduler.config)",
-        f"images = pipe([{class_names[0]!r}] * 4, guidance_scale=3.0, num_inference_steps=25).images",
-        "```", "", "Without kface: see docs/ddpm.md of kface (UNet2DModel + scheduler subfolders; class names "
-        "in model_index.json; the last class index is the null class).", "",
-    ] + ([f"## Samples (a row per class, guidance {config['validation_guidance']})", "", f"![samples]({grid})", ""]
-         if grid else []) + ["## Training configuration", "", "```json",
-                             json.dumps(config, indent=2, default=str), "```", ""])
-    ModelCard(body)  # validates the metadata block
-    atomic_write_text(Path(output_dir) / "README.md", body)
-
-
-def _calibration_lines(calibration: dict | None) -> list[str]:
-    """The model card's eps-calibration paragraph (kface.calibration), empty when there is none."""
-    if not calibration:
-        return []
-    return [f"eps calibration at t = {calibration['timestep']} (kface.calibration; ideal ~{calibration['ideal']:.3f} "
-            f"for all three): slope of eps's channel means on x_T's {calibration['mean_slope']:.3f}, "
-            f"||eps|| / ||x_T|| {calibration['norm_ratio']:.3f}, response to scaling x_T "
-            f"{calibration['scale_response']:.3f}. A slope far below 1 means the network cannot see the colour of "
-            "its input, and samples lose it (docs/ddpm.md).", ""]
+    card = ModelCard.from_template(data, template_str=CARD_TEMPLATE, c=config, names=list(class_names),
+                                   dataset=dataset, grid=grid, cal=config.get("eps_calibration"),
+                                   config_json=json.dumps(config, indent=2, default=str))
+    path = Path(output_dir) / "README.md"
+    with atomic_path(path) as tmp:
+        card.save(str(tmp))
+    return path

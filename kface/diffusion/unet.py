@@ -2,7 +2,7 @@
 
 The UNet is a plain diffusers ``UNet2DModel`` with ``num_class_embeds = num_classes + 1``: class ``i`` uses
 embedding row ``i`` and the last row (index ``num_classes``) is the null class of classifier-free guidance.
-The class names travel in the pipeline config (``model_index.json``, see kface.pipeline), not in the UNet
+The class names travel in the pipeline config (``model_index.json``, see kface.diffusion.pipeline), not in the UNet
 config: diffusers warns about every config key that ``UNet2DModel.__init__`` does not take.
 """
 
@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from .utils.errors import KfaceError
+from ..utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -53,29 +53,29 @@ def preset_config(preset: str, resolution: int) -> dict:
         return dict(TINY)
     if (preset, resolution) not in PRESETS:
         known = sorted({p for p, _ in PRESETS} | {"tiny"})
-        raise KfaceError(f"--preset {preset} at --resolution {resolution}: no such preset; use one of {known} "
-                         "(the paper presets exist for 32 and 64 px), or give --model_config")
+        raise InputError(f"preset {preset!r} at resolution {resolution}: no such preset; use one of {known} "
+                         "(the paper presets exist for 32 and 64 px), or give overrides (a model config)")
     return dict(PRESETS[(preset, resolution)])
 
 
 def read_model_config(path) -> dict:
-    """Read a JSON file of UNet2DModel kwargs (``--model_config``)."""
+    """Read a JSON file of UNet2DModel kwargs (train_ddpm.py's ``--model_config``)."""
     path = Path(path)
     try:
         config = json.loads(path.read_text())
     except OSError as err:
-        raise KfaceError(f"--model_config {path}: cannot read it ({err.strerror})") from None
+        raise InputError(f"{path}: cannot read it ({err.strerror})") from None
     except json.JSONDecodeError as err:
-        raise KfaceError(f"--model_config {path}: not valid JSON ({err})") from None
+        raise InputError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(config, dict):
-        raise KfaceError(f"--model_config {path}: expected a JSON object of UNet2DModel arguments")
+        raise InputError(f"{path}: expected a JSON object of UNet2DModel arguments")
     return config
 
 
 def build_unet(resolution: int, class_names: list[str], preset: str = "paper", overrides: dict | None = None):
     """A fresh class-conditional ``UNet2DModel`` for ``resolution`` px RGB images.
 
-    ``overrides`` (e.g. from ``--model_config``) replace preset keys; the class embedding, image size and
+    ``overrides`` (e.g. read by ``read_model_config``) replace preset keys; the class embedding, image size and
     channels are always set here, because the rest of kface relies on them.
     """
     from diffusers import UNet2DModel
@@ -84,15 +84,15 @@ def build_unet(resolution: int, class_names: list[str], preset: str = "paper", o
     config.update(overrides or {})
     reserved = {"num_class_embeds", "class_embed_type", "sample_size", "class_names"} & set(overrides or {})
     if reserved:
-        raise KfaceError(f"--model_config sets {sorted(reserved)}; kface sets these from the dataset and "
-                         "--resolution: remove them")
+        raise InputError(f"overrides set {sorted(reserved)}; kface sets these from the dataset and the "
+                         "resolution: remove them")
     config.update(sample_size=resolution, in_channels=3, out_channels=3, num_class_embeds=len(class_names) + 1)
     try:
         unet = UNet2DModel(**config)
     except (TypeError, ValueError) as err:
-        raise KfaceError(f"--model_config / --preset {preset}: UNet2DModel rejected the config ({err})") from None
+        raise InputError(f"preset {preset!r} with overrides: UNet2DModel rejected the config ({err})") from None
     check_resolution(resolution, len(unet.config.down_block_types), preset)
-    check_group_norms(unet, what=f"--preset {preset}" + (" with --model_config" if overrides else ""), strict=True)
+    check_group_norms(unet, what=f"preset {preset!r}" + (" with overrides" if overrides else ""), strict=True)
     return unet
 
 
@@ -102,9 +102,9 @@ def check_resolution(resolution: int, num_down_blocks: int, preset: str) -> None
     factor = 2 ** (num_down_blocks - 1)
     if resolution % factor:
         lower, upper = resolution // factor * factor, (resolution // factor + 1) * factor
-        raise KfaceError(f"--resolution {resolution}: the UNet (--preset {preset} / --model_config) halves the image "
+        raise InputError(f"resolution {resolution}: the UNet (preset {preset!r} and its overrides) halves the image "
                          f"{num_down_blocks - 1} times, so the resolution must be a multiple of {factor}; use "
-                         f"{' or '.join(str(r) for r in (lower, upper) if r > 0)}, or a --model_config with fewer "
+                         f"{' or '.join(str(r) for r in (lower, upper) if r > 0)}, or a model config with fewer "
                          "down blocks")
 
 
@@ -129,13 +129,13 @@ def check_group_norms(unet, what: str, strict: bool) -> int:
     fewest = channels // groups
     if fewest >= GOOD_CHANNELS_PER_GROUP:
         return fewest
-    fix = (f"set norm_num_groups in --model_config so that every level has >= {GOOD_CHANNELS_PER_GROUP} channels "
+    fix = (f"set norm_num_groups in the model config so that every level has >= {GOOD_CHANNELS_PER_GROUP} channels "
            "per group" if strict else "retrain it with the current presets (docs/ddpm.md)")
     reason = (f"{what}: GroupNorm {name} has {channels} channels in {groups} groups ({fewest} per group), so it "
               "removes (almost) each channel's own mean and the network cannot follow the colour of its "
               f"input; {fix}")
     if strict and fewest < MIN_CHANNELS_PER_GROUP:
-        raise KfaceError(reason)
+        raise InputError(reason)
     logger.warning(reason)
     return fewest
 
@@ -152,10 +152,6 @@ def check_resumed_unet(config_path: Path, unet) -> None:
                      if not k.startswith("_") and (saved or {}).get(k) != now.get(k))
     if saved is not None and changed:
         diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise KfaceError(f"--resume_from_checkpoint: {config_path} was trained with another UNet ({diff}); resume "
-                         "with the --preset/--model_config it was trained with (its 'unet' block), or start a new "
-                         "--output_dir")
+        raise InputError(f"{config_path} was trained with another UNet ({diff}); resume with the preset and "
+                         "model config it was trained with (its 'unet' block), or start a new output folder")
 
-
-def num_parameters(module) -> int:
-    return sum(p.numel() for p in module.parameters())
