@@ -36,8 +36,14 @@ gpu-check: install
 # an interrupted run by itself). CPU-sized presets; override any of them: make demo DEMO_DDPM_EPOCHS=120
 DEMO_IDS ?= 10
 DEMO_PER_ID ?= 200
+# the judge (docs/demo.md, "The judge"; benchmarks/oracle_recipe.py compares recipes): the stock stem (8x8 after
+# it at 32 px) is ~6x cheaper per image than the 3x3 stem here, so 20 epochs cost less than the old 1 + 6; no
+# frozen warm-up, since there are no pretrained weights to protect. Paper recipe: DEMO_ORACLE_STEM=auto
+# DEMO_ORACLE_WARMUP=2 DEMO_ORACLE_EPOCHS=30 DEMO_ORACLE=resnet34
 DEMO_ORACLE ?= resnet18
-DEMO_ORACLE_EPOCHS ?= 6
+DEMO_ORACLE_EPOCHS ?= 20
+DEMO_ORACLE_WARMUP ?= 0
+DEMO_ORACLE_STEM ?= off
 # tiny UNet, batch 32, AdamW 1e-3: 30 epochs of ~1480 crops = 1410 steps, ~8 min here. At 3e-4 and batch 64
 # (720 steps) the samples were still noise with a colour cast (docs/demo.md compares the two).
 DEMO_DDPM_EPOCHS ?= 30
@@ -88,14 +94,16 @@ $(D)/data/preprocess_report.json: $(D)/raw/synthetic_config.json
 
 $(D)/oracle/metrics.json: $(D)/data/preprocess_report.json
 	$(STAGE) oracle -- $(LAUNCH) $(DEMO_PRECISION) train_oracle.py --dataset $(D)/data --resolution 32 \
-	    --model $(DEMO_ORACLE) --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle --resume_from_checkpoint latest \
+	    --model $(DEMO_ORACLE) --small_input_stem $(DEMO_ORACLE_STEM) --warmup_epochs $(DEMO_ORACLE_WARMUP) \
+	    --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle --resume_from_checkpoint latest \
 	    --report_to none
 
 # the same oracle trained with nuisance augmentations (noise, colour cast, blur, grey, border shift, JPEG):
 # evaluate.py reports every identity metric for both, side by side (the nuisance diagnostic's second view)
 $(D)/oracle_robust/metrics.json: $(D)/data/preprocess_report.json
 	$(STAGE) oracle_robust -- $(LAUNCH) $(DEMO_PRECISION) train_oracle.py --dataset $(D)/data --resolution 32 \
-	    --model $(DEMO_ORACLE) --warmup_epochs 1 --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle_robust --robust_augment \
+	    --model $(DEMO_ORACLE) --small_input_stem $(DEMO_ORACLE_STEM) --warmup_epochs $(DEMO_ORACLE_WARMUP) \
+	    --epochs $(DEMO_ORACLE_EPOCHS) --output_dir $(D)/oracle_robust --robust_augment \
 	    --resume_from_checkpoint latest --report_to none
 
 $(D)/ddpm/model_index.json: $(D)/data/preprocess_report.json
