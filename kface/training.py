@@ -67,7 +67,7 @@ def image_transform(resolution: int, train: bool, random_flip: bool = True, tran
         if color_jitter > 0:
             steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
         if robust_augment > 0:
-            from .eval.nuisance import robust_augmentations
+            from .data.augment import robust_augmentations
 
             steps += [v2.ToDtype(torch.uint8)] + robust_augmentations(robust_augment)
     steps.append(v2.ToDtype(torch.uint8))

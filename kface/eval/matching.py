@@ -1,106 +1,21 @@
-"""Low-level distribution shift between generated and real images, and how much of RCA it explains.
+"""Degradations and the nuisance match: bring real and generated images to one low-level state.
 
-A generator can keep identity and still miss low-level statistics (a grey background, a colour tint, pixel
-grain). An oracle that has never seen such shifts may then fail on samples a person sorts correctly, and
-raw RCA mixes that fragility with identity loss. This module measures the shift, degrades the *real* test
-images toward it one shift at a time (:func:`degradations`: which shift costs the oracle what), and brings
-both sets to one low-level state for nuisance-matched RCA (:func:`match_nuisance`: invertible per-region
-colour maps on the generated images, the generated grain or blur on the real ones).
-
-Conventions: images are uint8 NCHW numpy arrays at the API; statistics are in [0, 1] pixel units.
-
-- **Colour**: per-channel mean and std over all pixels of the set.
-- **Centre**: the same over the pixels that the background step leaves untouched (``border_mask == 0``: the
-  face of a centred crop). The colour degradation is fitted on these, so that a generated set whose background
-  alone is off does not get its whole shift applied to the real faces (which would recolour hair and skin).
-- **Border**: per-channel mean and std of the outer ``BORDER``-px ring of every image (the background of a
-  centred face crop).
-- **High-frequency energy** ``hf``: the residual ``r = x - box3x3(x)`` on the interior pixels (no padding),
-  its variance per image over channels and pixels, then ``sqrt(mean over images)``: an RMS, so that
-  independent noise adds in squares. For i.i.d. Gaussian noise of std ``s`` on a flat image,
-  ``r = n (8/9) - (sum of 8 neighbours)/9`` has variance ``s^2 (64 + 8) / 81 = s^2 8/9``, so ``hf = s sqrt(8/9)``.
+This module degrades the *real* test images toward the generated set's statistics
+(:func:`kface.eval.shift.shift_stats`) one shift at a time (:func:`degradations`: which shift costs the oracle
+what), and brings both sets to one low-level state for nuisance-matched RCA (:func:`match_nuisance`:
+invertible per-region colour maps on the generated images, the generated grain or blur on the real ones).
+Images are uint8 NCHW at the API and float NCHW in [0, 1] inside; hf is :func:`kface.eval.shift.hf_energy`.
 """
-
-import logging
 
 import numpy as np
 import torch
 
-from .features import autocast_dtype
+from ..utils.masks import BORDER, border_mask
+from .shift import centre_mask, hf_energy, ring_mask, shift_summary, to_float, to_uint8
 
-logger = logging.getLogger(__name__)
-
-BORDER = 2  # px: the ring whose statistics stand for the background
-HF_NOISE_GAIN = np.sqrt(8 / 9)  # hf of unit i.i.d. noise (see the module docstring)
+HF_NOISE_GAIN = np.sqrt(8 / 9)  # hf of unit i.i.d. noise (see kface.eval.shift's docstring)
 # hf differences below 2% are left alone: PNG rounding alone moves hf by about that much
 HF_REL_TOLERANCE = 0.02
-
-
-def to_float(images: np.ndarray) -> np.ndarray:
-    # float32: a 64 px test split of a few thousand images is then ~150 MB per degraded copy, not ~300
-    return np.asarray(images, dtype=np.float32) / np.float32(255.0)
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-
-
-def border_mask(size: int, ring: int = BORDER, ramp: float | None = None) -> np.ndarray:
-    """``(size, size)`` weights: 1 on the outer ``ring`` px, falling linearly to 0 over ``ramp`` px inward
-    (default ``size / 8``), so a background shift has no visible seam."""
-    ramp = size / 8 if ramp is None else ramp
-    idx = np.arange(size)
-    d1 = np.minimum(idx, size - 1 - idx)
-    dist = np.minimum(d1[:, None], d1[None, :]).astype(np.float64)  # px from the nearest edge
-    return np.clip(1.0 - (dist - (ring - 1)) / max(ramp, 1e-9), 0.0, 1.0)
-
-
-def _ring(size: int, ring: int = BORDER) -> np.ndarray:
-    return border_mask(size, ring, ramp=1e-9) >= 1.0
-
-
-def centre_mask(size: int, ring: int = BORDER) -> np.ndarray:
-    """The pixels :func:`match_border` leaves untouched (``border_mask == 0``), the centre of the crop."""
-    return border_mask(size, ring) == 0.0
-
-
-def hf_residual_var(x: np.ndarray) -> np.ndarray:
-    """Per-image variance of ``x - box3x3(x)`` over channels and interior pixels; ``x`` float NCHW."""
-    h, w = x.shape[-2:]
-    box = sum(x[..., i:h - 2 + i, j:w - 2 + j] for i in range(3) for j in range(3)) / 9.0
-    r = x[..., 1:h - 1, 1:w - 1] - box
-    return r.reshape(len(x), -1).var(axis=1)
-
-
-def hf_energy(x: np.ndarray) -> float:
-    """RMS over images of the high-frequency residual std (float NCHW in [0, 1])."""
-    return float(np.sqrt(hf_residual_var(x).astype(np.float64).mean())) if len(x) else 0.0
-
-
-def shift_stats(images: np.ndarray) -> dict:
-    """Colour, border and high-frequency statistics of a uint8 NCHW set (see the module docstring)."""
-    x = to_float(images)
-    ring = _ring(x.shape[-1])
-    border = x[:, :, ring]  # (N, C, ring pixels)
-    centre = x[:, :, centre_mask(x.shape[-1])]
-    f64 = np.float64
-    return {"channel_mean": x.mean(axis=(0, 2, 3), dtype=f64).tolist(),
-            "channel_std": x.std(axis=(0, 2, 3), dtype=f64).tolist(),
-            "centre_mean": centre.mean(axis=(0, 2), dtype=f64).tolist(),
-            "centre_std": centre.std(axis=(0, 2), dtype=f64).tolist(),
-            "border_mean": border.mean(axis=(0, 2), dtype=f64).tolist(),
-            "border_std": border.std(axis=(0, 2), dtype=f64).tolist(),
-            "hf_energy": hf_energy(x)}
-
-
-def shift_summary(gen_images: np.ndarray, real_images: np.ndarray) -> dict:
-    """Statistics of both sets and ``generated - real`` for each."""
-    gen, real = shift_stats(gen_images), shift_stats(real_images)
-    diff = {k: (np.asarray(gen[k]) - np.asarray(real[k])).tolist() for k in gen}
-    return {"generated": gen, "real": real, "difference": diff, "border_px": BORDER,
-            "definition": "[0,1] pixel units; border = outer ring; centre = pixels the background step leaves "
-                          "untouched; hf_energy = RMS over images of the std of "
-                          "x - box3x3(x) on interior pixels"}
 
 
 def colour_map(x: np.ndarray, target_mean, target_std, region: np.ndarray | None = None) -> tuple[np.ndarray,
@@ -123,7 +38,7 @@ def match_colour(x: np.ndarray, target_mean, target_std, region: np.ndarray | No
 def match_border(x: np.ndarray, target_mean, target_std, ring: int = BORDER) -> np.ndarray:
     """Blend a per-channel affine map of the border in with :func:`border_mask`: on the ring the statistics
     equal the targets (before clipping); the centre is untouched."""
-    on_ring = x[:, :, _ring(x.shape[-1], ring)]
+    on_ring = x[:, :, ring_mask(x.shape[-1], ring)]
     mean, std = on_ring.mean(axis=(0, 2)), on_ring.std(axis=(0, 2))
     gain = np.asarray(target_std) / np.maximum(std, 1e-8)
     mapped = (x - mean[None, :, None, None]) * gain[None, :, None, None] + np.asarray(target_mean)[None, :, None, None]
@@ -201,7 +116,7 @@ def degradations(real_images: np.ndarray, target: dict, seed: int = 0) -> dict:
 
     Returns ``{name: (uint8 images, parameters)}`` for colour, high_frequency, background and all. "all"
     applies colour, then background, then the high-frequency match measured on that result. The colour map is
-    fitted on the centre pixels (see the module docstring) and applied to the whole image."""
+    fitted on the centre pixels (see kface.eval.shift's docstring) and applied to the whole image."""
     x = to_float(real_images)
     out = {}
     centre = centre_mask(x.shape[-1])
@@ -217,45 +132,8 @@ def degradations(real_images: np.ndarray, target: dict, seed: int = 0) -> dict:
     return out
 
 
-@torch.no_grad()
-def accuracy(predict, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``predict`` (uint8 NCHW tensor -> logits) on numpy images."""
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        logits = predict(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])))
-        correct += int((logits.argmax(1).cpu().numpy() == labels[start:start + batch_size]).sum())
-    return correct / max(len(images), 1)
-
-
-def oracle_predict(oracle, device="cpu", mixed_precision: str = "no"):
-    """``uint8 NCHW tensor -> float logits`` on ``device`` under the autocast evaluate.py uses."""
-    device = torch.device(device)
-    dtype = autocast_dtype(mixed_precision)
-
-    def predict(batch: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            return oracle.predict(batch.to(device)).float()
-
-    return predict
-
-
-def degraded_accuracies(predict, degraded: dict, real_labels: np.ndarray, batch_size: int = 256) -> dict:
-    """``{name: {"accuracy", parameters...}}`` over the output of :func:`degradations`."""
-    return {name: {"accuracy": accuracy(predict, images, real_labels, batch_size), **params}
-            for name, (images, params) in degraded.items()}
-
-
-def nuisance_diagnostic(predict, real_images: np.ndarray, real_labels: np.ndarray, gen_images: np.ndarray,
-                        seed: int = 0, batch_size: int = 256) -> dict:
-    """The oracle's accuracy on the real test images degraded to match the generated set, shift by shift."""
-    degraded = degradations(real_images, shift_stats(gen_images), seed)
-    return {"clean": accuracy(predict, real_images, real_labels, batch_size),
-            **degraded_accuracies(predict, degraded, real_labels, batch_size)}
-
-
 # The nuisance match is refused (no number) when it cannot be done without destroying identity cues:
 MAX_CLIP_FRACTION = 0.05  # more generated centre (face) pixels than this clipped by the colour map
-MIN_MATCHED_ACCURACY_SHARE = 0.5  # real accuracy after the grain/blur match below this share of the clean one
 
 
 def low_pass(x: np.ndarray) -> np.ndarray:
@@ -349,7 +227,7 @@ def match_nuisance(gen_images: np.ndarray, real_images: np.ndarray, seed: int = 
 
     Returns ``{"generated", "real"}`` uint8 images, the parameters, the residual shift between the two matched
     sets, and ``unmatched``: ``None``, or why the match would destroy identity cues (then no ratio is given;
-    the accuracy check is :func:`nuisance_matched_rca`'s, as it needs the oracle).
+    the accuracy check is :func:`kface.eval.nuisance.nuisance_matched_rca`'s, as it needs the oracle).
     """
     g, r = to_float(gen_images), to_float(real_images)
     bands = distance_bands(g.shape[-1])
@@ -382,84 +260,3 @@ def match_nuisance(gen_images: np.ndarray, real_images: np.ndarray, seed: int = 
                        "real_high_frequency": hf_params},
             "residual_shift": {k: residual[k] for k in ("centre_mean", "centre_std", "border_mean", "border_std",
                                                         "hf_energy")}}
-
-
-def nuisance_matched_rca(accuracy_gen: float, accuracy_real: float, accuracy_gen_matched: float,
-                         accuracy_real_matched: float, unmatched: str | None = None) -> dict:
-    """RCA between the two nuisance-matched sets (:func:`match_nuisance`), next to plain RCA, and the share of
-    the real-to-generated accuracy gap that the matching closes. ``None`` with ``unmatched`` saying why when
-    the match destroys identity cues: the given reason, or the real images losing over half their accuracy
-    to the grain/blur match (the oracle then cannot tell identities at the generated set's quality at all)."""
-    rca = accuracy_gen / accuracy_real if accuracy_real > 0 else None
-    if unmatched is None and accuracy_real_matched < MIN_MATCHED_ACCURACY_SHARE * accuracy_real:
-        unmatched = (f"giving the real test images the generated set's grain/blur takes the oracle from "
-                     f"{accuracy_real:.3f} to {accuracy_real_matched:.3f}: at that image quality it cannot tell "
-                     "the identities apart, so a ratio would say nothing about the generator")
-    matched = None if unmatched or accuracy_real_matched <= 0 else accuracy_gen_matched / accuracy_real_matched
-    gap = accuracy_real - accuracy_gen
-    share = 1 - (accuracy_real_matched - accuracy_gen_matched) / gap if gap > 0 and matched is not None else None
-    text = (f"After matching low-level statistics (generated: colour and background mapped to the real ones; real: "
-            f"given the generated set's grain/blur) the oracle scores {accuracy_gen_matched:.3f} on generated "
-            f"(plain {accuracy_gen:.3f}) and {accuracy_real_matched:.3f} on real (plain {accuracy_real:.3f}); ")
-    if unmatched:
-        text += f"no nuisance-matched RCA: {unmatched}."
-    elif share is None:
-        text += (f"nuisance-matched RCA {_fmt(matched)} (RCA {_fmt(rca)}); the generated set is not below real, "
-                 "so there is no gap to split.")
-    else:
-        text += (f"the matching closes {share:.0%} of the real-to-generated gap, which low-level nuisance "
-                 f"explains; the rest is identity (RCA {_fmt(rca)}, nuisance-matched RCA {_fmt(matched)}).")
-    return {"rca": rca, "nuisance_matched_rca": matched, "accuracy_gen_matched": accuracy_gen_matched,
-            "accuracy_real_matched": accuracy_real_matched, "nuisance_share_of_gap": share, "unmatched": unmatched,
-            "explanation": text}
-
-
-def _fmt(x) -> str:
-    return "undefined" if x is None else f"{x:.3f}"
-
-
-class ChannelCast(torch.nn.Module):
-    """Colour cast and gain: ``x * g_c + o_c`` per channel, with ``g_c ~ U(1 - gain, 1 + gain)`` and
-    ``o_c ~ U(-offset, offset)`` (float CHW in [0, 1]); ColorJitter's brightness is one gain for all channels."""
-
-    def __init__(self, gain: float = 0.4, offset: float = 0.2):
-        super().__init__()
-        self.gain, self.offset = gain, offset
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[-3]
-        g = 1 + (torch.rand(c, 1, 1) * 2 - 1) * self.gain
-        o = (torch.rand(c, 1, 1) * 2 - 1) * self.offset
-        return (x * g + o).clamp(0, 1)
-
-
-class BorderShift(torch.nn.Module):
-    """A background shift: pull the border toward a random colour with :func:`border_mask`'s smooth weights
-    (strength ``U(0, strength)``), the kind of grey or tinted background a generator may draw."""
-
-    def __init__(self, strength: float = 0.8):
-        super().__init__()
-        self.strength = strength
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = torch.from_numpy(border_mask(x.shape[-1])).to(x.dtype) * float(torch.rand(())) * self.strength
-        colour = torch.rand(x.shape[-3], 1, 1)
-        return (1 - w) * x + w * colour
-
-
-def robust_augmentations(p: float = 0.3) -> list:
-    """torchvision v2 steps (uint8 CHW in and out) that each apply with probability ``p``: Gaussian noise,
-    colour cast and gain, colour jitter, blur, greyscale, border shift, JPEG."""
-    from torchvision.transforms import v2
-
-    def on_float(*steps):  # GaussianNoise and the custom steps want float images in [0, 1]
-        return v2.Compose([v2.ToDtype(torch.float32, scale=True), *steps, v2.ToDtype(torch.uint8, scale=True)])
-
-    noise = v2.RandomChoice([v2.GaussianNoise(sigma=s, clip=True) for s in (0.02, 0.05, 0.1)])
-    return [v2.RandomApply([on_float(ChannelCast())], p=p),
-            v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05)], p=p),
-            v2.RandomGrayscale(p=p),
-            v2.RandomApply([on_float(BorderShift())], p=p),
-            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.3, 1.5))], p=p),
-            v2.RandomApply([on_float(noise)], p=p),
-            v2.RandomApply([v2.JPEG(quality=(30, 90))], p=p)]
