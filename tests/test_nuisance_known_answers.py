@@ -19,8 +19,8 @@ BACKGROUND, BACKGROUND_STRENGTH, GRAIN = np.array([0.75, 0.75, 0.71]), 0.7, 0.03
 
 
 def face_crops(per_id: int, seed: int):
-    """Ground-truth crops (25% margin, 32 px) of kface.synthetic faces on plain muted backgrounds."""
-    from kface.synthetic import all_identities, render_face
+    """Ground-truth crops (25% margin, 32 px) of kface.data.synthetic faces on plain muted backgrounds."""
+    from kface.data.synthetic import all_identities, render_face
 
     rng = np.random.default_rng(seed)
     images, labels = [], []
