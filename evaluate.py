@@ -32,8 +32,9 @@ from kface.utils.hub import require_repo_id
 from kface.utils.io import check_writable_dir
 from kface.utils.outputs import keep_or_replace
 from kface.eval.diversity import feature_diversity
-from kface.eval.nuisance import (accuracy, degradations, degraded_accuracies, match_nuisance, nuisance_matched_rca,
-                                 oracle_predict, shift_summary)
+from kface.eval.matching import degradations, match_nuisance
+from kface.eval.nuisance import accuracy, degraded_accuracies, nuisance_matched_rca, oracle_predict
+from kface.eval.shift import shift_summary
 from kface.oracle import load_oracle
 from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
 from kface.eval.report import config_hash, package_versions, push_metrics_to_card, write_outputs

@@ -1,5 +1,5 @@
 """Oracles (e.g. plain and --robust_augment) side by side on real test images, clean and under each
-low-level degradation of kface.eval.nuisance: colour, high frequency (noise or blur), background, all.
+low-level degradation of kface.eval.matching: colour, high frequency (noise or blur), background, all.
 
 The degradations match the real test split to a target set: a samples folder (``--samples``, what
 evaluate.py's oracle-nuisance diagnostic does) or, without one, a reference shift of the kind a small
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kface.eval import nuisance as N
+from kface.eval import matching as M, nuisance as N, shift as S
 from kface.data import load_image_dataset
 from kface.data import read_dataset_split
 from kface.oracle import load_oracle
@@ -39,11 +39,11 @@ def parse_args():
 
 def reference_shift(images: np.ndarray, seed: int) -> np.ndarray:
     """Grey background (border pulled to 0.5), a warm tint (+0.06 R, -0.04 B) and grain (sigma 0.04)."""
-    x = N.match_border(N.to_float(images), [0.5] * 3, [0.03] * 3)
+    x = M.match_border(S.to_float(images), [0.5] * 3, [0.03] * 3)
     x[:, 0] += 0.06
     x[:, 2] -= 0.04
     x = x + 0.04 * np.random.default_rng(seed).standard_normal(x.shape, dtype=np.float32)
-    return N.to_uint8(np.clip(x, 0, 1))
+    return S.to_uint8(np.clip(x, 0, 1))
 
 
 def main(args):
@@ -53,7 +53,7 @@ def main(args):
         target = match_resolution(read_samples(args.samples).images, real.images.shape[-1], what="--samples")
     else:
         target = reference_shift(real.images, args.seed)
-    degraded = N.degradations(real.images, N.shift_stats(target), seed=args.seed)
+    degraded = M.degradations(real.images, S.shift_stats(target), seed=args.seed)
     results = {}
     for path in args.oracle:
         predict = N.oracle_predict(load_oracle(path, device=args.device), args.device)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from kface.io import atomic_write_json  # noqa: E402
+from kface.utils.io import atomic_write_json  # noqa: E402
 
 # the demo recipe before issue 15 (Makefile): resnet18, 3x3 stem (auto at 32 px), 1 frozen epoch + 6
 BASE = ["--model", "resnet18"]

@@ -1,6 +1,6 @@
 """How many samples does each sampler break, with and without bf16 autocast, at each guidance scale?
 
-A "broken" sample is one whose high-frequency energy (kface.eval.nuisance's hf: the std of x - box3x3(x)) is
+A "broken" sample is one whose high-frequency energy (kface.eval.shift's hf: the std of x - box3x3(x)) is
 above ``--hf_threshold``: noise fields and saturated colour blotches score far above any real crop (0.066
 on the demo's real test split). The same seeds are used for every setting, so the counts are paired.
 Each row also has the colours of the samples (kface.diffusion.calibration.colour_stats: channel mean/std, chroma, and
@@ -70,7 +70,7 @@ def one_per_class(images: np.ndarray, labels: np.ndarray, n_classes: int) -> np.
 
 def real_split(dataset: str, split: str, resolution: int, hf_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     from kface.data import load_image_dataset
-    from kface.eval.nuisance import hf_residual_var, to_float
+    from kface.eval.shift import hf_residual_var, to_float
 
     ds = load_image_dataset(dataset, resolution)
     images = np.stack([np.asarray(im.convert("RGB")) for im in ds[split]["image"]]).transpose(0, 3, 1, 2)
@@ -81,7 +81,7 @@ def real_split(dataset: str, split: str, resolution: int, hf_threshold: float) -
 
 
 def main(args):
-    from kface.eval.nuisance import hf_residual_var, to_float
+    from kface.eval.shift import hf_residual_var, to_float
     from kface.diffusion.generate import load_pipeline
 
     pipe = load_pipeline(args.pipeline)[0]

@@ -85,7 +85,7 @@ def score(out: Path, oracle, real_stats, oracle_names: list[str]) -> dict:
         labels += [oracle_names.index(c["name"])] * c["count"]
     from kface.diffusion.calibration import colour_stats
     from kface.eval.features import feature_stats, frechet_distance  # evaluate.py's: the numbers it reports
-    from kface.eval.nuisance import hf_residual_var, to_float
+    from kface.eval.shift import hf_residual_var, to_float
 
     images = np.concatenate(images)
     preds, feats = oracle_outputs(oracle, images)

@@ -68,7 +68,7 @@ def test_identity_loss_on_a_hand_made_confusion():
 
 
 def test_identity_loss_and_balanced_rca_in_the_report():
-    from kface.eval.report import identity_loss_table, summary_row, table4
+    from kface.eval.tables import identity_loss_table, summary_row, table4
 
     rt, rp = labels_from_counts(REAL)
     gt, gp = labels_from_counts(GEN)

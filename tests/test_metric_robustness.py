@@ -12,7 +12,7 @@ import torch
 from kface.eval.features import frechet_distance, frechet_distance_features, per_class_frechet
 from kface.utils.errors import InputError
 from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
-from kface.eval.report import table4
+from kface.eval.tables import table4
 from kface.samples import ImageSet
 from kface.eval.visual_metrics import (INCEPTION_FILE, INCEPTION_SHA256_ENV, Unavailable, inception_file,
                                        inception_score, inception_score_splits, visual_metrics)

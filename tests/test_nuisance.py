@@ -1,11 +1,13 @@
-"""kface.eval.nuisance: shift statistics with known answers, the degradations, and plain vs robust oracles under a
-tint."""
+"""kface.eval.shift, .matching and .nuisance: shift statistics with known answers, the degradations, and plain
+vs robust oracles under a tint."""
 
 import numpy as np
 import pytest
 import torch
 
-from kface.eval import nuisance as N
+from kface.data import augment as A
+from kface.eval import matching as M, nuisance as N, shift as S
+from kface.utils.masks import border_mask
 
 torch.set_num_threads(1)
 
@@ -28,15 +30,15 @@ def shapes(n: int, seed: int):
                     (abs(yy - cy) <= r * 0.85) & (abs(xx - cx) <= r * 0.85),
                     abs(yy - cy) + abs(xx - cx) <= r * 1.2][c]
             img = np.where(mask[..., None], [RED_LEVELS[c], 0.5, 0.5], 0.15) + rng.normal(0, 0.02, (RES, RES, 3))
-            images.append(N.to_uint8(img.transpose(2, 0, 1)))
+            images.append(S.to_uint8(img.transpose(2, 0, 1)))
             labels.append(c)
     return np.stack(images), np.array(labels)
 
 
 def tint(images):
-    x = N.to_float(images)
+    x = S.to_float(images)
     x[:, 0] += TINT_RED  # a per-channel offset: a global tint that cannot change a shape
-    return N.to_uint8(x)
+    return S.to_uint8(x)
 
 
 def train_tiny_oracle(x, y, robust: bool, epochs: int = 24, seed: int = 0):
@@ -68,20 +70,20 @@ def train_tiny_oracle(x, y, robust: bool, epochs: int = 24, seed: int = 0):
 
 def test_constant_offset_is_reported_as_mean_shift():
     rng = np.random.default_rng(0)
-    real = N.to_uint8(rng.uniform(0.2, 0.7, (6, 3, 16, 16)))
-    gen = N.to_uint8(N.to_float(real) + 0.1)
-    s = N.shift_summary(gen, real)
+    real = S.to_uint8(rng.uniform(0.2, 0.7, (6, 3, 16, 16)))
+    gen = S.to_uint8(S.to_float(real) + 0.1)
+    s = S.shift_summary(gen, real)
     assert s["difference"]["channel_mean"] == pytest.approx([0.1] * 3, abs=2 / 255)
     assert s["difference"]["channel_std"] == pytest.approx([0.0] * 3, abs=2 / 255)
     assert s["difference"]["hf_energy"] == pytest.approx(0.0, abs=1e-3)
 
 
 def test_hf_energy_of_constant_and_of_gaussian_noise():
-    assert N.hf_energy(np.full((3, 3, 16, 16), 0.4)) == 0.0
+    assert S.hf_energy(np.full((3, 3, 16, 16), 0.4)) == 0.0
     s = 0.05
     x = 0.5 + s * np.random.default_rng(1).standard_normal((20, 3, 32, 32))
     # residual of i.i.d. noise: n (1 - 1/9) minus 8 neighbours / 9 -> variance s^2 (64 + 8) / 81
-    assert N.hf_energy(x) == pytest.approx(s * np.sqrt(72 / 81), rel=0.02)
+    assert S.hf_energy(x) == pytest.approx(s * np.sqrt(72 / 81), rel=0.02)
 
 
 def test_border_stats_of_an_image_with_a_known_border():
@@ -89,11 +91,11 @@ def test_border_stats_of_an_image_with_a_known_border():
     img[:, :, :, :] = [[[0.2]], [[0.4]], [[0.6]]]
     img[:, :, 2:8, 2:8] = 0.9  # only the outer 2-px ring keeps the border colour
     img[0, 0, 0, 0] = 0.3  # one ring pixel out of 64 differs in red
-    stats = N.shift_stats(N.to_uint8(img))
+    stats = S.shift_stats(S.to_uint8(img))
     ring_red = np.array([0.3] + [0.2] * 63)
     assert stats["border_mean"] == pytest.approx([ring_red.mean(), 0.4, 0.6], abs=1 / 255)
     assert stats["border_std"] == pytest.approx([ring_red.std(), 0.0, 0.0], abs=1 / 255)
-    assert N.border_mask(10)[0, 0] == 1 and N.border_mask(10)[1, 5] == 1 and N.border_mask(10)[5, 5] == 0
+    assert border_mask(10)[0, 0] == 1 and border_mask(10)[1, 5] == 1 and border_mask(10)[5, 5] == 0
 
 
 def test_centre_stats_are_those_of_the_pixels_the_background_step_leaves():
@@ -102,9 +104,9 @@ def test_centre_stats_are_those_of_the_pixels_the_background_step_leaves():
     img[:] = np.array([0.1, 0.2, 0.3])[None, :, None, None]
     img[:, :, 5:27, 5:27] = np.array([0.6, 0.5, 0.4])[:, None, None]
     img[1, 2, 5:27, 5:27] = 0.8  # second image: blue centre 0.8, so the centre blue is 0.4 or 0.8, half each
-    centre = N.centre_mask(32)
+    centre = S.centre_mask(32)
     assert centre.sum() == 22 * 22 and centre[5, 5] and not centre[4, 16]
-    stats = N.shift_stats(N.to_uint8(img))
+    stats = S.shift_stats(S.to_uint8(img))
     assert stats["centre_mean"] == pytest.approx([0.6, 0.5, 0.6], abs=1 / 255)
     assert stats["centre_std"] == pytest.approx([0.0, 0.0, 0.2], abs=1 / 255)
 
@@ -115,27 +117,27 @@ def test_colour_step_fitted_on_the_centre_ignores_a_background_only_shift():
     real = rng.uniform(0.0, 0.3, (16, 3, 32, 32))
     real[:, :, 5:27, 5:27] = rng.uniform(0.3, 0.9, (16, 3, 22, 22))
     gen = real.copy()
-    gen[:, :, ~N.centre_mask(32)] = 0.6
-    target = N.shift_stats(N.to_uint8(gen))
-    assert N.shift_stats(N.to_uint8(real))["channel_mean"] != pytest.approx(target["channel_mean"], abs=0.05)
-    degraded, params = N.degradations(N.to_uint8(real), target)["colour"]
+    gen[:, :, ~S.centre_mask(32)] = 0.6
+    target = S.shift_stats(S.to_uint8(gen))
+    assert S.shift_stats(S.to_uint8(real))["channel_mean"] != pytest.approx(target["channel_mean"], abs=0.05)
+    degraded, params = M.degradations(S.to_uint8(real), target)["colour"]
     assert params["gain"] == pytest.approx([1, 1, 1], abs=0.01) and params["offset"] == pytest.approx([0] * 3, abs=0.01)
-    assert np.abs(degraded.astype(int) - N.to_uint8(real).astype(int)).max() <= 2
+    assert np.abs(degraded.astype(int) - S.to_uint8(real).astype(int)).max() <= 2
 
 
 # ---- degradations ----
 
 def test_colour_match_gives_target_mean_and_std():
     x = np.random.default_rng(2).uniform(0.3, 0.6, (8, 3, 16, 16))
-    out = N.match_colour(x, [0.5, 0.4, 0.3], [0.05, 0.1, 0.02])
+    out = M.match_colour(x, [0.5, 0.4, 0.3], [0.05, 0.1, 0.02])
     np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), [0.5, 0.4, 0.3], atol=1e-3)
     np.testing.assert_allclose(out.std(axis=(0, 2, 3)), [0.05, 0.1, 0.02], atol=1e-3)
 
 
 def test_border_match_sets_ring_stats_and_keeps_centre():
     x = np.random.default_rng(3).uniform(0.2, 0.4, (8, 3, 16, 16))
-    out = N.match_border(x, [0.5, 0.5, 0.6], [0.02, 0.03, 0.01])
-    ring = N.border_mask(16, ramp=1e-9) >= 1
+    out = M.match_border(x, [0.5, 0.5, 0.6], [0.02, 0.03, 0.01])
+    ring = border_mask(16, ramp=1e-9) >= 1
     np.testing.assert_allclose(out[:, :, ring].mean(axis=(0, 2)), [0.5, 0.5, 0.6], atol=1e-3)
     np.testing.assert_allclose(out[:, :, ring].std(axis=(0, 2)), [0.02, 0.03, 0.01], atol=1e-3)
     np.testing.assert_array_equal(out[:, :, 6:10, 6:10], x[:, :, 6:10, 6:10])
@@ -143,11 +145,11 @@ def test_border_match_sets_ring_stats_and_keeps_centre():
 
 def test_noise_and_blur_bring_hf_energy_to_target():
     x = np.random.default_rng(4).uniform(0.3, 0.7, (10, 3, 4, 4)).repeat(8, 2).repeat(8, 3)  # blocky
-    base = N.hf_energy(x)
-    noisy, params = N.match_high_frequency(x, base + 0.04)
-    assert params["kind"] == "noise" and N.hf_energy(noisy) == pytest.approx(base + 0.04, rel=0.01)
-    smooth, params = N.match_high_frequency(x, base / 2)
-    assert params["kind"] == "blur" and N.hf_energy(smooth) == pytest.approx(base / 2, rel=0.01)
+    base = S.hf_energy(x)
+    noisy, params = M.match_high_frequency(x, base + 0.04)
+    assert params["kind"] == "noise" and S.hf_energy(noisy) == pytest.approx(base + 0.04, rel=0.01)
+    smooth, params = M.match_high_frequency(x, base / 2)
+    assert params["kind"] == "blur" and S.hf_energy(smooth) == pytest.approx(base / 2, rel=0.01)
 
 
 def test_nuisance_matched_rca_arithmetic():
@@ -252,7 +254,7 @@ def test_robust_augmentations_keep_uint8_and_border_shift_spares_the_centre():
     out = image_transform(RES, train=True, random_flip=False, robust_augment=1.0)(x)
     assert out.dtype == torch.uint8 and out.shape == x.shape and not torch.equal(out, x)
     f = x.float() / 255
-    shifted = N.BorderShift(strength=1.0)(f)
+    shifted = A.BorderShift(strength=1.0)(f)
     assert torch.equal(shifted[:, 4:12, 4:12], f[:, 4:12, 4:12]) and not torch.equal(shifted[:, 0], f[:, 0])
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from kface import nuisance as N
+from kface.eval import matching as M, nuisance as N, shift as S
+from kface.utils.masks import border_mask
 
 pytestmark = pytest.mark.one_thread
 
@@ -19,8 +20,7 @@ BACKGROUND, BACKGROUND_STRENGTH, GRAIN = np.array([0.75, 0.75, 0.71]), 0.7, 0.03
 
 def face_crops(per_id: int, seed: int):
     """Ground-truth crops (25% margin, 32 px) of kface.data.synthetic faces on plain muted backgrounds."""
-    from kface.data.synthetic.identity import all_identities
-    from kface.data.synthetic.drawing import render_face
+    from kface.data.synthetic import all_identities, render_face
 
     rng = np.random.default_rng(seed)
     images, labels = [], []
@@ -37,11 +37,11 @@ def face_crops(per_id: int, seed: int):
 
 
 def with_nuisance(images: np.ndarray, seed: int = 7) -> np.ndarray:
-    x = N.to_float(images) * TINT_GAIN[None, :, None, None] + TINT_OFFSET[None, :, None, None]
-    w = N.border_mask(RES)[None, None] * BACKGROUND_STRENGTH
+    x = S.to_float(images) * TINT_GAIN[None, :, None, None] + TINT_OFFSET[None, :, None, None]
+    w = border_mask(RES)[None, None] * BACKGROUND_STRENGTH
     x = (1 - w) * x + w * BACKGROUND[None, :, None, None]
     x = x + GRAIN * np.random.default_rng(seed).standard_normal(x.shape)
-    return N.to_uint8(np.clip(x, 0, 1))
+    return S.to_uint8(np.clip(x, 0, 1))
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +81,9 @@ def predictions(judged_faces):
     the two nuisance-matched sets. Both checks share them: they differ only in the generated labels."""
     oracle, x, y = judged_faces
     gen = with_nuisance(x)
-    match = N.match_nuisance(gen, x, seed=0)
+    match = M.match_nuisance(gen, x, seed=0)
     # for docs/evaluate.md's comparison only: the one-sided degradation that gave the headline before
-    degraded = N.degradations(x, N.shift_stats(gen), seed=0)["all"][0]
+    degraded = M.degradations(x, S.shift_stats(gen), seed=0)["all"][0]
     with torch.no_grad():
         pred = {name: oracle(torch.from_numpy(images)).argmax(1).numpy()
                 for name, images in (("real", x), ("gen", gen), ("gen_matched", match["generated"]),
@@ -134,13 +134,13 @@ def test_a_match_that_erases_the_face_gives_no_number():
     # mid-grey and symmetric. Matching mean and std sends the lower ~16% of the faces below black.
     rng = np.random.default_rng(0)
     level = lambda v: np.broadcast_to(np.clip(v, 0, 1)[:, None, None, None], (len(v), 3, RES, RES))  # noqa: E731
-    real = N.to_uint8(level(rng.exponential(0.1, 400)))
-    gen = N.to_uint8(level(rng.normal(0.5, 0.1, 400)))
-    match = N.match_nuisance(gen, real)
+    real = S.to_uint8(level(rng.exponential(0.1, 400)))
+    gen = S.to_uint8(level(rng.normal(0.5, 0.1, 400)))
+    match = M.match_nuisance(gen, real)
     # the map makes the normal generated levels normal with the real mean and std: P(below 0) by scipy
     from scipy.stats import norm
 
-    levels = N.to_float(real)[:, 0, 0, 0]
+    levels = S.to_float(real)[:, 0, 0, 0]
     expected = norm.cdf(-levels.mean() / levels.std())
     assert 0.1 < expected < 0.2 and match["params"]["clipped_fraction"] == pytest.approx(expected, abs=0.03)
     assert match["unmatched"].startswith("the colour map clips")

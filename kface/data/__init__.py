@@ -6,6 +6,7 @@
 ``synthetic``     the embedded look-alike identities (``python -m kface.data.synthetic``)
 ``memory``        the in-memory loader (``--in_memory``): decode once, augment whole batches
 ``pool``          the one process pool both preprocess and synthetic run their workers in
+``augment``       the nuisance augmentations of a robust oracle (``--robust_augment``)
 
 The loading API of ``datasets`` is re-exported here: ``from kface.data import load_image_dataset``.
 """

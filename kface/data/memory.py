@@ -115,7 +115,7 @@ def color_jitter(images: torch.Tensor, brightness: torch.Tensor, contrast: torch
 
 class BatchAugment:
     """The training augmentations of one uint8 NCHW batch, each image with its own random parameters, drawn
-    as torchvision v2 draws them (see the module docstring); ``robust_augment > 0``: then kface.eval.nuisance's
+    as torchvision v2 draws them (see the module docstring); ``robust_augment > 0``: then kface.data.augment's
     per-image transforms, on the CPU (JPEG and the custom steps have no batched form)."""
 
     def __init__(self, *, random_flip: bool = True, translate: float = 0.0, scale: float = 0.0,
@@ -126,7 +126,7 @@ class BatchAugment:
         if robust_augment > 0:
             from torchvision.transforms import v2
 
-            from ..eval.nuisance import robust_augmentations
+            from .augment import robust_augmentations
 
             self.robust = v2.Compose(robust_augmentations(robust_augment))
 

@@ -65,7 +65,7 @@ def build_accelerator(output_dir, seed: int, mixed_precision: str | None = None,
 def image_transform(resolution: int, train: bool, random_flip: bool = True, translate: float = 0.0,
                     scale: float = 0.0, color_jitter: float = 0.0, robust_augment: float = 0.0):
     """PIL image -> uint8 CHW tensor at ``resolution``; with ``train``, the light augmentations asked for,
-    and with ``robust_augment > 0`` kface.eval.nuisance's nuisance augmentations, each with that probability."""
+    and with ``robust_augment > 0`` kface.data.augment's nuisance augmentations, each with that probability."""
     from torchvision.transforms import v2
 
     steps = [v2.ToImage(), v2.Resize((resolution, resolution), antialias=True)]
@@ -78,7 +78,7 @@ def image_transform(resolution: int, train: bool, random_flip: bool = True, tran
         if color_jitter > 0:
             steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
         if robust_augment > 0:
-            from ..eval.nuisance import robust_augmentations
+            from ..data.augment import robust_augmentations
 
             steps += [v2.ToDtype(torch.uint8)] + robust_augmentations(robust_augment)
     steps.append(v2.ToDtype(torch.uint8))
