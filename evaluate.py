@@ -24,23 +24,23 @@ from accelerate import PartialState
 from accelerate.logging import get_logger
 from accelerate.utils.environment import parse_flag_from_env
 
-from kface.utils.args import add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args
-from kface.data import class_names, load_image_dataset, require_classes
-from kface.utils.errors import KfaceError, cli_flag, run_cli
+from kface.data import class_names, load_image_dataset, read_dataset_split, require_classes
+from kface.eval.diversity import feature_diversity
 from kface.eval.features import oracle_outputs, per_class_frechet
+from kface.eval.inputs import check_class_names, check_sampled_classes, match_resolution
+from kface.eval.matching import degradations, match_nuisance
+from kface.eval.nuisance import accuracy, degraded_accuracies, nuisance_matched_rca, oracle_predict
+from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
+from kface.eval.report import config_hash, package_versions, push_metrics_to_card, write_outputs
+from kface.eval.shift import shift_summary
+from kface.eval.visual_metrics import FID_MODES, visual_metrics
+from kface.oracle import load_oracle
+from kface.samples import pipeline_hub_id, read_samples
+from kface.utils.args import add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args
+from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_writable_dir
 from kface.utils.outputs import keep_or_replace
-from kface.eval.diversity import feature_diversity
-from kface.eval.matching import degradations, match_nuisance
-from kface.eval.nuisance import accuracy, degraded_accuracies, nuisance_matched_rca, oracle_predict
-from kface.eval.shift import shift_summary
-from kface.oracle import load_oracle
-from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
-from kface.eval.report import config_hash, package_versions, push_metrics_to_card, write_outputs
-from kface.data import read_dataset_split
-from kface.samples import check_class_names, check_sampled_classes, match_resolution, pipeline_hub_id, read_samples
-from kface.eval.visual_metrics import FID_MODES, visual_metrics
 
 logger = get_logger(__name__)
 
@@ -117,7 +117,7 @@ def load_inputs(args, device):
                                "--dataset": class_names(ds)})
     with cli_flag("--dataset"):
         require_classes(names, name=args.dataset)
-    sampled = check_sampled_classes(names, gen)
+    sampled = check_sampled_classes(names, gen, ref_label="--oracle", label="--samples")
     real = read_dataset_split(ds["test"], split="test")
     if len(sampled) < len(names):  # sample.py --classes: compare with real images of the same classes
         keep = np.isin(real.labels, sampled)

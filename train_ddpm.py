@@ -33,7 +33,7 @@ from kface.diffusion.training import (create_ema, denoising_loss, drop_labels, e
                                       write_model_card)
 from kface.diffusion.unet import PRESET_NAMES, build_unet, check_resumed_unet, read_model_config
 from kface.data.memory import in_memory_loaders
-from kface.train.checkpoints import Checkpointer, resolve_resume
+from kface.train.checkpoints import Checkpointer, keep_or_resume_training, resolve_resume
 from kface.train.distributed import check_replicas
 from kface.train.monitor import TrainingMonitor
 from kface.train.setup import build_accelerator, image_loaders, resume_batches, setup_logging, steps_per_epoch
@@ -42,7 +42,6 @@ from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_tra
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, check_writable_dir
-from kface.utils.outputs import keep_or_resume_training
 
 logger = get_logger(__name__, log_level="INFO")
 

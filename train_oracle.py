@@ -34,7 +34,7 @@ from kface.oracle import (Oracle, comparison_table, create_classifier, load_orac
 from kface.oracle.model import require_online
 from kface.oracle.recipe import phase_cosine_schedule, split_validation, warmup_param_groups
 from kface.eval.plots import save_confusion_heatmap
-from kface.train.checkpoints import BestWeights, Checkpointer, resolve_resume
+from kface.train.checkpoints import BestWeights, Checkpointer, keep_or_resume_training, resolve_resume
 from kface.train.distributed import check_replicas
 from kface.train.monitor import TrainingMonitor
 from kface.train.setup import build_accelerator, image_loaders, resume_batches, setup_logging, steps_per_epoch
@@ -44,7 +44,7 @@ from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_tra
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, atomic_write_text, check_writable_dir
-from kface.utils.outputs import keep_or_replace, keep_or_resume_training
+from kface.utils.outputs import keep_or_replace
 
 logger = get_logger(__name__)
 # what a finished run leaves in --output_dir (with its checkpoints): kept unless resumed or --overwrite

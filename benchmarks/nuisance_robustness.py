@@ -20,7 +20,8 @@ from kface.eval import matching as M, nuisance as N, shift as S
 from kface.data import load_image_dataset
 from kface.data import read_dataset_split
 from kface.oracle import load_oracle
-from kface.samples import match_resolution, read_samples
+from kface.eval.inputs import match_resolution
+from kface.samples import read_samples
 from kface.utils.io import atomic_write_json
 
 

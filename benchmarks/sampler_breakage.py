@@ -112,7 +112,7 @@ def main(args):
                 title = f"{name}-{args.num_inference_steps} {rows[-1]['precision']} w={w:g}"
                 titles += [title] + [""] * (n_classes - 1)
     if args.grid:
-        from kface.eval.plots import save_image_grid
+        from kface.utils.figures import save_image_grid
 
         print("grid:", save_image_grid(np.concatenate(grid), args.grid, ncols=n_classes, titles=titles), flush=True)
 

@@ -17,13 +17,13 @@ import logging
 import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import __version__
+from .data.datasets import ImageSet, stack_images
 from .utils import names as names_mod
 from .utils.errors import InputError
 from .utils.hub import is_hub_id
@@ -229,22 +229,6 @@ def complete_folder(out: Path, manifest: dict, folders: list[str], output_format
 
 # ---- reading a samples folder back ------------------------------------------------------------------------
 
-@dataclass
-class ImageSet:
-    """uint8 NCHW images with their (conditioning or true) class ids."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: list[str]
-    meta: dict = field(default_factory=dict)
-    fingerprint: str = ""
-    class_ids: list[int] | None = None  # the ids that class_names name (sample.py --classes: a subset)
-
-    def __post_init__(self):
-        if self.class_ids is None:
-            self.class_ids = list(range(len(self.class_names)))
-
-
 def _read_png(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -254,14 +238,6 @@ def _read_png(path: Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError) as err:  # a stray file, or a PNG cut short by a crash
         raise InputError(f"{path}: not a readable image ({err}); delete it and rerun the same "
                          "sample.py command to regenerate it") from None
-
-
-def stack_images(arrays: list[np.ndarray], where: str) -> np.ndarray:
-    """uint8 CHW arrays of one size -> NCHW (an empty set: shape (0, 3, 1, 1))."""
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise InputError(f"{where}: images of different sizes {sorted(shapes)}; all must share one size")
-    return np.stack(arrays) if arrays else np.zeros((0, 3, 1, 1), dtype=np.uint8)
 
 
 def _folder_files(root: Path, meta: dict) -> tuple[list[Path], list[int], list[dict]]:
@@ -339,57 +315,6 @@ def _read_folder(root: Path, num_workers: int) -> ImageSet:
     return ImageSet(stack_images(images, str(root)), np.asarray(labels, dtype=np.int64),
                     [str(c["name"]) for c in classes], meta, fingerprint_files(meta_bytes, files, root),
                     class_ids=[int(c["id"]) for c in classes])
-
-
-def check_class_names(named: dict[str, list[str]]) -> list[str]:
-    """All sources (e.g. ``{"--oracle": [...], "--samples": [...], "--dataset": [...]}``) must list the same
-    classes in the same order (class ids index them); otherwise one line naming the differing classes."""
-    items = list(named.items())
-    ref_flag, ref = items[0]
-    for flag, names in items[1:]:
-        if names == ref:
-            continue
-        only_ref = [n for n in ref if n not in names]
-        only_other = [n for n in names if n not in ref]
-        if only_ref or only_other:
-            detail = f"only in {ref_flag}: {only_ref}; only in {flag}: {only_other}"
-        else:
-            moved = [f"{n} (id {ref.index(n)} vs {i})" for i, n in enumerate(names) if ref.index(n) != i]
-            detail = f"same classes, different ids: {moved}"
-        raise InputError(f"class names differ between {ref_flag} ({len(ref)} classes) and {flag} ({len(names)}): "
-                         f"{detail}; evaluate with the oracle and dataset the generator was trained for")
-    return list(ref)
-
-
-def check_sampled_classes(names: list[str], gen: ImageSet, ref_flag: str = "--oracle",
-                          flag: str = "--samples") -> list[int]:
-    """Each sampled class (id, name) must be class ``id`` of the oracle/dataset; a subset (sample.py
-    ``--classes``) is allowed. Returns the sampled ids."""
-    if gen.class_ids == list(range(len(names))):
-        check_class_names({ref_flag: names, flag: gen.class_names})
-        return gen.class_ids
-    differ = [f"id {i} is {names[i]!r} in {ref_flag} but {n!r} in {flag}" if i < len(names)
-              else f"id {i} ({n!r}) is beyond {ref_flag}'s {len(names)} classes"
-              for i, n in zip(gen.class_ids, gen.class_names) if i >= len(names) or names[i] != n]
-    if differ:
-        raise InputError(f"class names differ between {ref_flag} and {flag}: {'; '.join(differ)}; "
-                         "evaluate with the oracle and dataset the generator was trained for")
-    logger.warning("%s covers %d of the %d classes: Accuracy_real is measured on the same classes",
-                   flag, len(gen.class_ids), len(names))
-    return gen.class_ids
-
-
-def match_resolution(images: np.ndarray, size: int, what: str) -> np.ndarray:
-    """Resize uint8 NCHW images to ``size`` (antialiased bilinear), with a warning; a no-op if they match."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    import torch
-
-    logger.warning("%s are %dx%d px but the real images are %d px: resizing them (antialiased bilinear)",
-                   what, images.shape[-2], images.shape[-1], size)
-    x = torch.from_numpy(images).float()
-    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def pipeline_hub_id(samples_meta: dict) -> str | None:

@@ -195,7 +195,7 @@ def test_incomplete_or_missing_samples_are_clear_errors(tmp_path, real_test):
 
 
 def test_resolution_mismatch_is_resized_with_a_warning(caplog):
-    from kface.samples import match_resolution
+    from kface.eval.inputs import match_resolution
 
     img = np.full((2, 3, 64, 64), 200, dtype=np.uint8)
     with caplog.at_level("WARNING", logger="kface"):
@@ -205,7 +205,7 @@ def test_resolution_mismatch_is_resized_with_a_warning(caplog):
 
 def test_class_order_mismatch_is_named():
     from kface.utils.errors import InputError
-    from kface.samples import check_class_names
+    from kface.eval.inputs import check_class_names
 
     with pytest.raises(InputError, match=r"different ids: \['b \(id 1 vs 0\)'"):
         check_class_names({"--oracle": ["a", "b"], "--samples": ["b", "a"]})

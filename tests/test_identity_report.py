@@ -6,19 +6,11 @@ from sklearn.metrics import balanced_accuracy_score, pairwise_distances
 
 from kface.eval.diversity import feature_diversity, mean_pairwise_distance
 from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
+from test_rca import labels_from_counts
 
 # the issue's worked example: recalls 0.9 on 100 real images and 0.5 on 10; the same recalls on 100 generated each
 REAL = np.array([[90, 10], [5, 5]])
 GEN = np.array([[90, 10], [50, 50]])
-
-
-def labels_from_counts(counts):
-    true, pred = [], []
-    for i, row in enumerate(counts):
-        for j, n in enumerate(row):
-            true += [i] * n
-            pred += [j] * n
-    return np.array(true), np.array(pred)
 
 
 def test_balanced_rca_on_the_issue_example():

@@ -13,7 +13,7 @@ from kface.eval.features import frechet_distance, frechet_distance_features, per
 from kface.utils.errors import InputError
 from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
 from kface.eval.tables import table4
-from kface.samples import ImageSet
+from kface.data import ImageSet
 from kface.eval.visual_metrics import (INCEPTION_FILE, INCEPTION_SHA256_ENV, Unavailable, inception_file,
                                        inception_score, inception_score_splits, visual_metrics)
 

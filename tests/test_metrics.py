@@ -77,7 +77,8 @@ def test_perfectly_calibrated_and_confident_extremes():
 def test_plots_write_pngs_of_the_expected_layout(tmp_path):
     from PIL import Image
 
-    from kface.eval.plots import save_confusion_heatmap, save_image_grid
+    from kface.eval.plots import save_confusion_heatmap
+    from kface.utils.figures import save_image_grid
 
     save_confusion_heatmap(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "cm.png")
     images = np.zeros((6, 3, 16, 16), dtype=np.uint8)
@@ -94,7 +95,7 @@ def test_image_grid_without_titles_is_the_tiling_pixel_for_pixel(tmp_path):
     row is padded white. Titled grids go through matplotlib and are checked for their file only."""
     from PIL import Image
 
-    from kface.eval.plots import save_image_grid
+    from kface.utils.figures import save_image_grid
 
     images = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
     for name, batch in (("nchw", images), ("nhwc", images.transpose(0, 2, 3, 1))):

@@ -42,9 +42,9 @@ def tint(images):
 
 
 def train_tiny_oracle(x, y, robust: bool, epochs: int = 24, seed: int = 0):
-    """test_resnet at 16 px through kface.train.setup.image_transform (the same augmentations as train_oracle.py)."""
+    """test_resnet at 16 px through kface.data.augment.image_transform (the same augmentations as train_oracle.py)."""
     from kface.oracle import Oracle, create_classifier, oracle_config
-    from kface.train.setup import image_transform
+    from kface.data.augment import image_transform
 
     torch.manual_seed(seed)
     model = create_classifier("test_resnet", 3, small_stem=True)
@@ -247,7 +247,7 @@ def test_evaluate_two_oracles_on_tinted_samples(tmp_path, tint_data, plain_and_r
 # ---- train_oracle.py --robust_augment ----
 
 def test_robust_augmentations_keep_uint8_and_border_shift_spares_the_centre():
-    from kface.train.setup import image_transform
+    from kface.data.augment import image_transform
 
     torch.manual_seed(0)
     x = torch.from_numpy(shapes(1, seed=2)[0][0])

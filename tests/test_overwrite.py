@@ -105,8 +105,8 @@ def test_train_ddpm_keeps_a_pipeline_without_checkpoints(tiny_dataset, model_con
     assert files(out) == before
 
 
-def test_train_ddpm_overwrite_starts_over_and_drops_the_old_checkpoints(tiny_dataset, model_config, tmp_path,
-                                                                         capsys):  # noqa: F811
+def test_train_ddpm_overwrite_starts_over_and_drops_the_old_checkpoints(
+        tiny_dataset, model_config, tmp_path, capsys):  # noqa: F811 (a pytest fixture, imported above)
     out = tmp_path / "ddpm"
     finished_checkpoint(out, 30)
     (out / "model_index.json").write_text('{"an earlier": "pipeline"}')

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kface.eval.features import extract
-from kface.samples import ImageSet
+from kface.data import ImageSet
 from kface.eval.visual_metrics import (InceptionDetector, Unavailable, inception_score,
                                        kernel_inception_distance, load_lpips, lpips_diversity, visual_metrics)
 

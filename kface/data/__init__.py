@@ -12,6 +12,7 @@ The loading API of ``datasets`` is re-exported here: ``from kface.data import lo
 """
 
 from .datasets import (
+                       ImageSet,
                        check_columns,
                        class_names,
                        empty_saved_splits,
@@ -22,6 +23,6 @@ from .datasets import (
                        resolution_config,
 )
 
-__all__ = ["check_columns", "class_names", "empty_saved_splits", "load_image_dataset", "read_dataset_split",
+__all__ = ["ImageSet", "check_columns", "class_names", "empty_saved_splits", "load_image_dataset", "read_dataset_split",
            "require_classes",
            "require_splits", "resolution_config"]

@@ -1,5 +1,6 @@
-"""Nuisance augmentations for a robust oracle (train_oracle.py --robust_augment): the low-level shifts a
-generator may bring (noise, colour cast, blur, grey, background shift, JPEG), drawn at random."""
+"""Training-image transforms: the per-image path's resize and light augmentations (``image_transform``), and the
+nuisance augmentations for a robust oracle (train_oracle.py --robust_augment): the low-level shifts a generator
+may bring (noise, colour cast, blur, grey, background shift, JPEG), drawn at random."""
 
 import torch
 
@@ -51,3 +52,24 @@ def robust_augmentations(p: float = 0.3) -> list:
             v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.3, 1.5))], p=p),
             v2.RandomApply([on_float(noise)], p=p),
             v2.RandomApply([v2.JPEG(quality=(30, 90))], p=p)]
+
+
+def image_transform(resolution: int, train: bool, random_flip: bool = True, translate: float = 0.0,
+                    scale: float = 0.0, color_jitter: float = 0.0, robust_augment: float = 0.0):
+    """PIL image -> uint8 CHW tensor at ``resolution``; with ``train``, the light augmentations asked for,
+    and with ``robust_augment > 0`` the nuisance augmentations below, each with that probability."""
+    from torchvision.transforms import v2
+
+    steps = [v2.ToImage(), v2.Resize((resolution, resolution), antialias=True)]
+    if train:
+        if random_flip:
+            steps.append(v2.RandomHorizontalFlip())
+        if translate > 0 or scale > 0:
+            steps.append(v2.RandomAffine(degrees=0, translate=(translate, translate) if translate > 0 else None,
+                                         scale=(1 - scale, 1 + scale) if scale > 0 else None))
+        if color_jitter > 0:
+            steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+        if robust_augment > 0:
+            steps += [v2.ToDtype(torch.uint8)] + robust_augmentations(robust_augment)
+    steps.append(v2.ToDtype(torch.uint8))
+    return v2.Compose(steps)

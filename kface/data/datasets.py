@@ -4,12 +4,16 @@ Storage layout (documented in README): preprocess.py writes one ``DatasetDict`` 
 ``<output_dir>/32px`` and ``<output_dir>/64px``, each with ``train`` and ``test`` splits and the same
 columns (``image``, ``label`` as ClassLabel, ``source``, ``box``, ``confidence``, ``num_faces``, ``padded``).
 On the Hub the same resolutions are configs of one dataset repo: ``load_dataset(repo_id, "32px")``.
+A split read into memory is an ``ImageSet`` (uint8 NCHW images and labels), as generated samples are.
 
 Errors are :class:`~kface.utils.errors.InputError`, naming the dataset and the fix; a script adds its flag
 (``with cli_flag("--dataset"): ...``).
 """
 
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from ..utils.errors import InputError
 from ..utils.hub import is_hub_id
@@ -136,12 +140,10 @@ def empty_saved_splits(path) -> list[str]:
 
 
 def read_dataset_split(ds_or_path, split: str | None):
-    """One split of a DatasetDict (or a saved Dataset when ``split`` is None) as a ``kface.samples.ImageSet``:
+    """One split of a DatasetDict (or a saved Dataset when ``split`` is None) as an ``ImageSet``:
     uint8 NCHW images and their labels, for evaluate.py's real images (and samples saved as a Dataset)."""
-    import numpy as np
     from datasets import ClassLabel
 
-    from kface.samples import ImageSet, stack_images  # absolute: this module moves into kface/data/
     from kface.utils.errors import InputError
 
     if not hasattr(ds_or_path, "features"):
@@ -157,3 +159,27 @@ def read_dataset_split(ds_or_path, split: str | None):
     images = [np.asarray(img.convert("RGB")).transpose(2, 0, 1) for img in ds["image"]]
     return ImageSet(stack_images(images, where), np.asarray(ds["label"], dtype=np.int64),
                     list(ds.features["label"].names), fingerprint=str(getattr(ds, "_fingerprint", "")))
+
+
+@dataclass
+class ImageSet:
+    """uint8 NCHW images with their (conditioning or true) class ids."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    meta: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    class_ids: list[int] | None = None  # the ids that class_names name (sample.py --classes: a subset)
+
+    def __post_init__(self):
+        if self.class_ids is None:
+            self.class_ids = list(range(len(self.class_names)))
+
+
+def stack_images(arrays: list[np.ndarray], where: str) -> np.ndarray:
+    """uint8 CHW arrays of one size -> NCHW (an empty set: shape (0, 3, 1, 1))."""
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise InputError(f"{where}: images of different sizes {sorted(shapes)}; all must share one size")
+    return np.stack(arrays) if arrays else np.zeros((0, 3, 1, 1), dtype=np.uint8)

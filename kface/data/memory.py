@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 def decode_split(dataset, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 NCHW images, int64 labels) of a Dataset with ``image`` and ``label`` columns, resized as the
-    per-image path resizes (kface.train.setup.image_transform without augmentation)."""
-    from ..train.setup import image_transform
+    per-image path resizes (kface.data.augment.image_transform without augmentation)."""
+    from .augment import image_transform
 
     transform = image_transform(resolution, train=False)
     images = torch.empty((len(dataset), 3, resolution, resolution), dtype=torch.uint8)

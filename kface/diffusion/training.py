@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..eval.plots import save_image_grid
+from ..utils.figures import save_image_grid
 from ..train.monitor import diverged
 from ..utils.errors import InputError
 from ..utils.hub import is_hub_id

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.augment import image_transform
 from ..utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -60,29 +61,6 @@ def build_accelerator(output_dir, seed: int, mixed_precision: str | None = None,
     )
     set_seed(seed)
     return accelerator
-
-
-def image_transform(resolution: int, train: bool, random_flip: bool = True, translate: float = 0.0,
-                    scale: float = 0.0, color_jitter: float = 0.0, robust_augment: float = 0.0):
-    """PIL image -> uint8 CHW tensor at ``resolution``; with ``train``, the light augmentations asked for,
-    and with ``robust_augment > 0`` kface.data.augment's nuisance augmentations, each with that probability."""
-    from torchvision.transforms import v2
-
-    steps = [v2.ToImage(), v2.Resize((resolution, resolution), antialias=True)]
-    if train:
-        if random_flip:
-            steps.append(v2.RandomHorizontalFlip())
-        if translate > 0 or scale > 0:
-            steps.append(v2.RandomAffine(degrees=0, translate=(translate, translate) if translate > 0 else None,
-                                         scale=(1 - scale, 1 + scale) if scale > 0 else None))
-        if color_jitter > 0:
-            steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
-        if robust_augment > 0:
-            from ..data.augment import robust_augmentations
-
-            steps += [v2.ToDtype(torch.uint8)] + robust_augmentations(robust_augment)
-    steps.append(v2.ToDtype(torch.uint8))
-    return v2.Compose(steps)
 
 
 def with_image_transform(dataset, transform):

@@ -85,21 +85,3 @@ def remove_results(paths: list[Path]) -> None:
             else:
                 path.unlink(missing_ok=True)
     state.wait_for_everyone()
-
-
-# complete checkpoints only (a checkpoint-<step>.incomplete/ killed mid-save is no result)
-CHECKPOINTS = "checkpoint-*[0-9]/kface_state.json"
-
-
-def keep_or_resume_training(output_dir, results, resume, overwrite: bool) -> list[Path]:
-    """The policy for train_oracle.py and train_ddpm.py: ``results`` (and complete checkpoints) are kept unless
-    ``resume`` (the resolved ``--resume_from_checkpoint``) continues them or ``overwrite`` starts over; starting
-    over deletes the old checkpoints too, which a later ``--resume_from_checkpoint latest`` would otherwise pick."""
-    from ..train.checkpoints import latest_checkpoint
-
-    if resume is not None and overwrite:
-        raise KfaceError(f"--overwrite and --resume_from_checkpoint {resume.name}: pass one; --overwrite starts over, "
-                         "--resume_from_checkpoint continues the run in --output_dir")
-    hint = "pass --resume_from_checkpoint latest to continue it" if latest_checkpoint(output_dir) else None
-    return keep_or_replace(output_dir, [CHECKPOINTS, *results], overwrite, resumes=resume is not None,
-                           resume_hint=hint)
