@@ -7,7 +7,8 @@ Fréchet distance between oracle penultimate features of the samples and of the 
 The answer is the setting with the fewest NFE whose accuracy and Fréchet distance are both within
 ``--tolerance`` (5%) of DDPM-1000's. Each row also has the samples' colours (kface.diffusion.calibration.colour_stats:
 channel mean/std, chroma, share of channel values at 0 or 255) and how many are broken (high-frequency std
-above 0.15, as in benchmarks/sampler_breakage.py); the real split's colours are printed first.
+above 0.15, as in benchmarks/sampler_breakage.py); the real split's colours are printed first. ``--grid`` draws
+a row of real crops and a row per setting, the same seeds in every row.
 
     HF_HUB_OFFLINE=1 python benchmarks/sampler_quality.py --pipeline ddpm-32 --oracle oracle-32 \\
         --dataset data --num_per_class 200 --output_dir bench/sampler_quality
@@ -42,6 +43,9 @@ def parse_args():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tolerance", type=float, default=0.05)
     p.add_argument("--output_dir", required=True)
+    p.add_argument("--grid", default=None,
+                   help="PNG path: real crops (first row), then each setting's first --grid_per_class images per class.")
+    p.add_argument("--grid_per_class", type=int, default=1)
     return p.parse_args()
 
 
@@ -75,7 +79,11 @@ def sample_setting(args, name: str, steps: int) -> Path:
     return out
 
 
-def score(out: Path, oracle, real_stats, oracle_names: list[str]) -> dict:
+def first_per_class(images: np.ndarray, labels: np.ndarray, n_classes: int, k: int) -> np.ndarray:
+    return np.concatenate([images[np.flatnonzero(labels == c)[:k]] for c in range(n_classes)])
+
+
+def score(out: Path, oracle, real_stats, oracle_names: list[str], grid_per_class: int = 0) -> tuple[np.ndarray, dict]:
     from kface.samples import read_images
 
     manifest = json.loads((out / "samples.json").read_text())
@@ -91,9 +99,10 @@ def score(out: Path, oracle, real_stats, oracle_names: list[str]) -> dict:
     preds, feats = oracle_outputs(oracle, images)
     fd = frechet_distance(*feature_stats(feats), *real_stats)
     hf = np.sqrt(hf_residual_var(to_float(images.transpose(0, 3, 1, 2))))
-    return {"accuracy": float((preds == np.asarray(labels)).mean()), "frechet_distance": float(fd),
-            "images": len(labels), "images_per_second": manifest.get("images_per_second"),
-            "broken": int((hf > BROKEN_HF).sum()), **colour_stats(images)}
+    grid = first_per_class(images, np.asarray(labels), len(oracle_names), grid_per_class)
+    return grid, {"accuracy": float((preds == np.asarray(labels)).mean()), "frechet_distance": float(fd),
+                  "images": len(labels), "images_per_second": manifest.get("images_per_second"),
+                  "broken": int((hf > BROKEN_HF).sum()), **colour_stats(images)}
 
 
 def table(rows: list[dict], tolerance: float) -> str:
@@ -117,17 +126,20 @@ def main(args) -> None:
     from kface.eval.features import feature_stats
 
     oracle = load_oracle(args.oracle)
-    images, _, _ = real_images(args.dataset, args.split, oracle.resolution)
+    images, real_labels, _ = real_images(args.dataset, args.split, oracle.resolution)
     real_stats = feature_stats(oracle_outputs(oracle, images)[1])
     real_colours = colour_stats(images)
     print(f"real {args.split} ({len(images)} images): {json.dumps(real_colours)}", flush=True)
     guided = args.guidance_scale not in (0.0, 1.0)
-    rows = []
+    rows, k, n_classes = [], args.grid_per_class, len(oracle.class_names)
+    grid, titles = [first_per_class(images, real_labels, n_classes, k)], [f"real {args.split}"]
     for setting in args.settings:
         name, steps = setting.split(":")
         out = sample_setting(args, name, int(steps))
-        rows.append({"sampler": name, "steps": int(steps), "nfe": int(steps) * (2 if guided else 1),
-                     **score(out, oracle, real_stats, oracle.class_names)})
+        cells, scores = score(out, oracle, real_stats, oracle.class_names, k)
+        rows.append({"sampler": name, "steps": int(steps), "nfe": int(steps) * (2 if guided else 1), **scores})
+        grid.append(cells)
+        titles.append(f"{name}-{steps}")
     ref = rows[0]
     for r in rows:
         r["within_tolerance"] = (r["accuracy"] >= (1 - args.tolerance) * ref["accuracy"]
@@ -140,6 +152,11 @@ def main(args) -> None:
     (Path(args.output_dir) / "sampler_quality.json").write_text(json.dumps(result, indent=2) + "\n")
     print(table(rows, args.tolerance))
     print(f"fewest NFE within {args.tolerance:.0%} of the reference on both: {result['fewest_nfe_within_tolerance']}")
+    if args.grid:
+        from kface.utils.figures import save_image_grid
+
+        cell_titles = [t if i == 0 else "" for t in titles for i in range(n_classes * k)]
+        print("grid:", save_image_grid(np.concatenate(grid), args.grid, ncols=n_classes * k, titles=cell_titles))
 
 
 if __name__ == "__main__":
