@@ -120,7 +120,7 @@ def test_train_ddpm_validation_steps_above_the_training_t(tiny_dataset, model_co
     out = tmp_path / "o"
     code, last = cli("train_ddpm", ddpm_args(tiny_dataset, out, model_config, "--ddpm_num_steps", "20",
                                              "--validation_inference_steps", "50")[1:], capsys)
-    assert_one_line(code, last, "--validation_inference_steps 50", "training T = 20")
+    assert_one_line(code, last, "--validation_inference_steps: ", "num_inference_steps 50", "training T = 20")
     assert nothing_written(out)  # before the first step, not at the end of training
 
 
