@@ -50,8 +50,8 @@ DEMO_DDPM_EPOCHS ?= 30
 DEMO_DDPM_BATCH ?= 32
 DEMO_DDPM_LR ?= 1e-3
 DEMO_GUIDANCE ?= 1.0 3.0
-# chosen on the retrained model (docs/benchmarks.md, issue 12): DPM-Solver++-10 matched DDPM-250's oracle accuracy
-# with the fast samplers' best FD and colours, at half DDIM-20's network evaluations; none is within 5% on FD
+# chosen on the retrained model (docs/benchmarks.md, issue 12): DPM-Solver++-10 had the fast samplers' best oracle
+# accuracy, FD and colours, at half DDIM-20's network evaluations; none is within 5% of DDPM-1000
 DEMO_SAMPLER ?= dpmsolver++
 DEMO_SAMPLER_STEPS ?= 10
 DEMO_PER_CLASS ?= 50
