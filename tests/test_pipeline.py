@@ -200,7 +200,7 @@ class PointMassUNet(UNet2DModel):
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
-@pytest.mark.parametrize("name, steps", [("ddpm", 1000), ("ddim", 25), ("dpmsolver", 20), ("euler", 40),
+@pytest.mark.parametrize("name, steps", [("ddpm", 1000), ("ddim", 25), ("dpmsolver", 20), ("dpmsolver_sde", 20), ("euler", 40),
                                          ("unipc", 20)])
 def test_samplers_land_on_the_exact_answer(name, steps, beta_schedule, prediction_type):
     targets = torch.tensor([-0.6, 0.1, 0.8], dtype=torch.float64)

@@ -223,7 +223,7 @@ def test_awkward_class_names_stay_inside_the_output_folder(tmp_path):
 
 def test_samplers_can_be_swapped(pipe_dir, tmp_path):
     files = {}
-    for name in ("ddpm", "ddim", "dpmsolver++", "euler"):
+    for name in ("ddpm", "ddim", "dpmsolver++", "sde-dpmsolver++", "euler"):
         out = tmp_path / name
         in_process(["--pipeline", pipe_dir, "--output_dir", out, "--num_per_class", 2, "--scheduler", name,
                     "--num_inference_steps", 4, "--guidance_scale", 2, "--classes", "ann", "2"])
@@ -233,8 +233,10 @@ def test_samplers_can_be_swapped(pipe_dir, tmp_path):
     assert manifest["scheduler"] == "dpmsolver"
     assert manifest["scheduler_config"]["algorithm_type"] == "dpmsolver++"
     assert [c["name"] for c in manifest["classes"]] == ["ann", "cat"]
+    sde = json.loads((tmp_path / "sde-dpmsolver++" / "samples.json").read_text())
+    assert sde["scheduler"] == "dpmsolver_sde" and sde["scheduler_config"]["algorithm_type"] == "sde-dpmsolver++"
     samplers = list(files)
-    for a in range(4):
+    for a in range(len(samplers)):
         for b in range(a):
             assert all(files[samplers[a]][k] != files[samplers[b]][k] for k in files[samplers[a]])
 

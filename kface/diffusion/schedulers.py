@@ -16,6 +16,8 @@ The registry of kface's samplers (``SCHEDULERS``, their aliases, ``make_schedule
 place that knows a sampler's name.
 """
 
+import inspect
+
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
                        UniPCMultistepScheduler)
@@ -58,10 +60,14 @@ class _ClipX0LikeDDIM:
         abar = float(self.alphas_cumprod[int(round(float(timestep)))])
         return abar ** 0.5, (1 - abar) ** 0.5, 1.0
 
-    def step(self, model_output, timestep, sample, *args, **kwargs):
+    def step(self, model_output, timestep, sample, *args, generator=None, **kwargs):
         alpha, sigma, scale = self._kface_frame = self._alpha_sigma_scale(timestep)
         sample, model_output, self._kface_eps = project_to_clipped_x0(
             model_output, sample, alpha, sigma, self.config.prediction_type, scale)
+        # the pipeline passes its per-image generators by name to a step that takes them; the stochastic
+        # solvers draw their noise from them (without, SDE-DPM-Solver++ would use the global RNG)
+        if "generator" in inspect.signature(super().step).parameters:
+            kwargs["generator"] = generator
         return super().step(model_output, timestep, sample, *args, **kwargs)
 
 
@@ -98,13 +104,18 @@ SCHEDULERS = {
     "dpmsolver": (ClippedDPMSolverMultistepScheduler, dict(
         algorithm_type="dpmsolver++", solver_order=2, thresholding=False,
         lower_order_final=True, final_sigmas_type="zero", timestep_spacing="trailing")),
+    # the stochastic variant (SDE-DPM-Solver++, Lu et al. 2022): fresh noise in every step, as DDPM's ancestral
+    # steps, so that errors of the model's eps are not carried along a deterministic path (issue 12)
+    "dpmsolver_sde": (ClippedDPMSolverMultistepScheduler, dict(
+        algorithm_type="sde-dpmsolver++", solver_order=2, thresholding=False,
+        lower_order_final=True, final_sigmas_type="zero", timestep_spacing="trailing")),
     "euler": (ClippedEulerDiscreteScheduler, dict(timestep_spacing="trailing")),
     "unipc": (ClippedUniPCMultistepScheduler, dict(
         thresholding=False, lower_order_final=True, timestep_spacing="trailing")),
 }
 
 
-SAMPLER_ALIASES = {"dpmsolver++": "dpmsolver", "dpm-solver++": "dpmsolver"}
+SAMPLER_ALIASES = {"dpmsolver++": "dpmsolver", "dpm-solver++": "dpmsolver", "sde-dpmsolver++": "dpmsolver_sde"}
 SAMPLER_NAMES = sorted(SCHEDULERS) + sorted(SAMPLER_ALIASES)
 
 
