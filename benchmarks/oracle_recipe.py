@@ -36,6 +36,8 @@ VARIANTS = {
                                        "--learning_rate", "3e-3"],
     "r18-stock-w0-e20-noaug": BASE + ["--small_input_stem", "off", "--warmup_epochs", "0", "--epochs", "20",
                                       "--translate", "0", "--scale", "0", "--color_jitter", "0"],
+    "r18-stock-w0-e40": BASE + ["--small_input_stem", "off", "--warmup_epochs", "0", "--epochs", "40"],
+    "r18-stock-w0-e80": BASE + ["--small_input_stem", "off", "--warmup_epochs", "0", "--epochs", "80"],
     "r10t-3x3-w0-e10": ["--model", "resnet10t", "--warmup_epochs", "0", "--epochs", "10"],
     "r18-3x3-w0-e10": BASE + ["--warmup_epochs", "0", "--epochs", "10"],
 }
