@@ -13,9 +13,11 @@ from kface.utils.masks import border_mask
 pytestmark = pytest.mark.one_thread
 
 NUM_IDS, DISTINCTNESS, RES = 6, 2.0, 32
-# the known nuisance: a per-channel tint, a washed-out background and grain (the demo's kind of shift)
+# the known nuisance: a per-channel tint, a washed-out background and grain (the demo's kind of shift), at full
+# strength; STRENGTHS scales all of it (0.6: plain RCA ~0.55, 1.0: ~0.3)
 TINT_GAIN, TINT_OFFSET = np.array([1.0, 0.9, 0.81]), np.array([0.06, 0.0, -0.03])
 BACKGROUND, BACKGROUND_STRENGTH, GRAIN = np.array([0.75, 0.75, 0.71]), 0.7, 0.03
+STRENGTHS = (0.6, 1.0)
 
 
 def face_crops(per_id: int, seed: int):
@@ -36,11 +38,12 @@ def face_crops(per_id: int, seed: int):
     return np.stack(images), np.array(labels)
 
 
-def with_nuisance(images: np.ndarray, seed: int = 7) -> np.ndarray:
-    x = S.to_float(images) * TINT_GAIN[None, :, None, None] + TINT_OFFSET[None, :, None, None]
-    w = border_mask(RES)[None, None] * BACKGROUND_STRENGTH
+def with_nuisance(images: np.ndarray, strength: float = 1.0, seed: int = 7) -> np.ndarray:
+    gain, offset = 1 - strength * (1 - TINT_GAIN), strength * TINT_OFFSET
+    x = S.to_float(images) * gain[None, :, None, None] + offset[None, :, None, None]
+    w = border_mask(RES)[None, None] * BACKGROUND_STRENGTH * strength
     x = (1 - w) * x + w * BACKGROUND[None, :, None, None]
-    x = x + GRAIN * np.random.default_rng(seed).standard_normal(x.shape)
+    x = x + GRAIN * strength * np.random.default_rng(seed).standard_normal(x.shape)
     return S.to_uint8(np.clip(x, 0, 1))
 
 
@@ -75,12 +78,12 @@ def judged_faces():
     return oracle.eval(), xte, yte
 
 
-@pytest.fixture(scope="module")
-def predictions(judged_faces):
+@pytest.fixture(scope="module", params=STRENGTHS, ids=lambda s: f"strength{s}")
+def predictions(judged_faces, request):
     """The oracle's answers on the real test crops, on them with the nuisance (the "generated" set), and on
     the two nuisance-matched sets. Both checks share them: they differ only in the generated labels."""
     oracle, x, y = judged_faces
-    gen = with_nuisance(x)
+    gen = with_nuisance(x, request.param)
     match = M.match_nuisance(gen, x, seed=0)
     # for docs/evaluate.md's comparison only: the one-sided degradation that gave the headline before
     degraded = M.degradations(x, S.shift_stats(gen), seed=0)["all"][0]
@@ -88,11 +91,11 @@ def predictions(judged_faces):
         pred = {name: oracle(torch.from_numpy(images)).argmax(1).numpy()
                 for name, images in (("real", x), ("gen", gen), ("gen_matched", match["generated"]),
                                      ("real_matched", match["real"]), ("real_degraded", degraded))}
-    return pred, y, match
+    return pred, y, match, request.param
 
 
 def matched_rca(predictions, gen_labels) -> dict:
-    pred, y, match = predictions
+    pred, y, match, _ = predictions
     acc = {name: float((p == (y if name.startswith("real") else gen_labels)).mean()) for name, p in pred.items()}
     out = N.nuisance_matched_rca(acc["gen"], acc["real"], acc["gen_matched"], acc["real_matched"], match["unmatched"])
     return dict(out, acc_real=acc["real"], one_sided=acc["gen"] / acc["real_degraded"])
@@ -100,7 +103,7 @@ def matched_rca(predictions, gen_labels) -> dict:
 
 def test_nuisance_only_comes_back_to_one(predictions):
     out = matched_rca(predictions, predictions[1])
-    print(f"\nnuisance only: accuracy real {out['acc_real']:.3f}, RCA {out['rca']:.3f}, nuisance-matched RCA "
+    print(f"\nnuisance only, strength {predictions[3]}: accuracy real {out['acc_real']:.3f}, RCA {out['rca']:.3f}, nuisance-matched RCA "
           f"{out['nuisance_matched_rca']:.3f} ({out['accuracy_gen_matched']:.3f} / {out['accuracy_real_matched']:.3f}); "
           f"one-sided degradation {out['one_sided']:.3f}")
     assert out["acc_real"] >= 0.9  # the judge knows the identities on real crops
@@ -112,21 +115,26 @@ def test_nuisance_only_comes_back_to_one(predictions):
     assert np.abs(residual["centre_mean"]).max() < 0.01 and np.abs(residual["centre_std"]).max() < 0.01
     assert np.abs(residual["border_mean"]).max() < 0.01 and abs(residual["hf_energy"]) < 0.003
     # the centre's colour map is the tint's inverse (the background shift leaves the centre alone)
-    assert match["params"]["colour_gain"] == pytest.approx(1 / TINT_GAIN, rel=0.03)
+    gain = 1 - predictions[3] * (1 - TINT_GAIN)
+    assert match["params"]["colour_gain"] == pytest.approx(1 / gain, rel=0.03)
 
 
 @pytest.mark.parametrize("rotation", [1, -1])
 def test_identity_lost_stays_low(predictions, rotation):
-    """Each image "generated" for the class next to its own. With +1, class 2p's images are labelled as its
-    look-alike 2p+1, and the tint alone makes the oracle answer the mate on some of them: plain RCA is lifted
-    by those accidental hits, and matching takes them away (nuisance-matched RCA below plain RCA)."""
-    y = predictions[1]
+    """Each image "generated" for the class next to its own: nuisance-matched RCA stays low, within 0.1 of plain
+    RCA (issue 15's check). One exception, measured and kept visible: with +1, class 2p's images are labelled as
+    its look-alike 2p+1, and at full strength the tint alone makes the oracle answer the mate on ~15% of them.
+    Plain RCA (0.161) is then lifted by those accidental hits, and matching takes them away (0.014): the two
+    differ by more than 0.1, in the direction that never credits lost identity."""
+    y, strength = predictions[1], predictions[3]
     out = matched_rca(predictions, (y + rotation) % NUM_IDS)
-    print(f"\nidentity lost ({rotation:+d}): RCA {out['rca']:.3f}, nuisance-matched RCA "
+    print(f"\nidentity lost ({rotation:+d}), strength {strength}: RCA {out['rca']:.3f}, nuisance-matched RCA "
           f"{out['nuisance_matched_rca']:.3f}; one-sided degradation {out['one_sided']:.3f}")
     assert out["unmatched"] is None and out["nuisance_matched_rca"] <= 0.15
     # matching never gives back identity that is not there
     assert out["nuisance_matched_rca"] <= out["rca"] + 0.1
+    if not (strength == 1.0 and rotation == 1):
+        assert out["nuisance_matched_rca"] == pytest.approx(out["rca"], abs=0.1)
 
 
 def test_a_match_that_erases_the_face_gives_no_number():
