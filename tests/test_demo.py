@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from kface.demo import guidance_effect, run_stage, summary_rows, write_report
+from kface.demo import guidance_effect, run_stage, stage_seconds, summary_rows, write_report
 
 
 def _metrics(w, acc_gen, acc_real, lo, hi, fd):
@@ -39,17 +39,35 @@ def test_report_orders_by_guidance_and_prints_the_numbers(tmp_path):
                         "| 0.800 | skipped | 12.500 |")
     assert lines[3].startswith("| 3 | oracle | ddim-25 | 20 | 0.750 [0.300, 0.900] | 0.700 [0.600, 0.750] | 0.900 |")
     report = (tmp_path / "report.md").read_text()
-    assert "| **total** | 42.5 |" in report and "class RCA, w=3" in report
-    assert "Budget: 40 s; the stages took 42 s, over it." in report
+    assert "| **sum of the stages** | 42.5 | |" in report and "class RCA, w=3" in report
+    # an older log (seconds only, no start and end): the wall figure can only be the sum
+    assert "| **wall, first start to last end** | 42.5 | |" in report
+    assert "Budget: 40 s; the stages took 42 s of wall time (42 s summed over stages" in report and "over it." in report
     assert (tmp_path / "guidance_sweep.png").stat().st_size > 1000
 
 
 def test_stage_time_is_recorded_only_on_success(tmp_path):
     log = tmp_path / "times.json"
-    assert run_stage("ok", [sys.executable, "-c", "pass"], log) == 0
+    assert run_stage("ok", [sys.executable, "-c", "import time; time.sleep(0.3)"], log) == 0
     assert run_stage("bad", [sys.executable, "-c", "raise SystemExit(3)"], log) == 3
     times = json.loads(log.read_text())
-    assert list(times) == ["ok"] and times["ok"] >= 0
+    assert list(times) == ["ok"] and times["ok"]["seconds"] >= 0.3
+    assert times["ok"]["end"] - times["ok"]["start"] == pytest.approx(times["ok"]["seconds"], abs=0.11)
+
+
+def test_side_by_side_stages_count_once_against_the_budget(tmp_path):
+    # prep 0-100 s, then oracle 100-700 and ddpm 100-600 at once, then sample 600-800: 800 s of wall, 1500 summed
+    times = {"prep": {"seconds": 100.0, "start": 1000.0, "end": 1100.0},
+             "oracle": {"seconds": 600.0, "start": 1100.0, "end": 1700.0},
+             "ddpm": {"seconds": 500.0, "start": 1100.0, "end": 1600.0},
+             "sample": {"seconds": 200.0, "start": 1600.0, "end": 1800.0}}
+    assert stage_seconds(times) == ({"prep": 100.0, "oracle": 600.0, "ddpm": 500.0, "sample": 200.0}, 1400.0, 800.0)
+    write_report(tmp_path, [dict(_metrics(1.0, 0.5, 0.8, 0.3, 0.9, 5.0), _dir=tmp_path)], times, budget_s=1200)
+    report = (tmp_path / "report.md").read_text()
+    assert "| ddpm | 500.0 | 100 |" in report and "| sample | 200.0 | 600 |" in report
+    assert "the stages took 800 s of wall time (1400 s summed over stages" in report and "within it." in report
+    times["old"] = 50.0  # a stage timed before spans were recorded: the wall figure falls back to the sum
+    assert stage_seconds(times)[1:] == (1450.0, 1450.0)
 
 
 def test_two_oracles_give_a_row_each_in_their_order(tmp_path):
