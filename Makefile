@@ -77,9 +77,9 @@ DEMO_BUDGET_S ?= 1200
 D := $(DEMO_DIR)
 STAGE = $(OFFLINE) $(PY) -m kface.demo stage --log $(D)/stage_times.json --name
 # Two lanes side by side (make -j$(DEMO_JOBS)): the oracle in one, the DDPM and its sampling in the other, each on
-# nproc / DEMO_JOBS threads. On 2 cores this is ~1.7x the throughput of giving every stage both threads in turn
-# (DDPM 2 x 28 img/s against 33.5, oracle 2 x 85 against 139; docs/demo.md, "Stage times"). DEMO_JOBS=1 runs the
-# stages one after another on every core.
+# nproc / DEMO_JOBS threads. On 2 cores the two trainings take 540 s this way against 610 s one after the other on
+# both threads (benchmarks/lane_throughput.py: oracle 120.7 img/s on one thread beside the DDPM against 158.4 alone
+# on two, DDPM 32.6 against 53.1; docs/demo.md, "Two lanes"). DEMO_JOBS=1 runs the stages one after another.
 DEMO_JOBS ?= 2
 DEMO_THREADS ?= $(shell n=$$(( $$(nproc) / $(DEMO_JOBS) )); echo $$(( n > 0 ? n : 1 )))
 # accelerate launch picks the GPU when there is one, the CPU otherwise. Without --cpu it sets OMP_NUM_THREADS=1
