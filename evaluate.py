@@ -25,11 +25,12 @@ from accelerate.logging import get_logger
 from accelerate.utils.environment import parse_flag_from_env
 
 from kface.data import class_names, load_image_dataset, read_dataset_split, require_classes
+from kface.eval.classification import confusion_counts
 from kface.eval.diversity import feature_diversity
 from kface.eval.features import oracle_outputs, per_class_frechet
 from kface.eval.inputs import check_class_names, check_sampled_classes, match_resolution
 from kface.eval.matching import degradations, match_nuisance
-from kface.eval.nuisance import accuracy, degraded_accuracies, nuisance_matched_rca, oracle_predict
+from kface.eval.nuisance import degraded_accuracies, nuisance_matched_rca, oracle_predict, predicted_labels
 from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
 from kface.eval.report import config_hash, package_versions, push_metrics_to_card, write_outputs
 from kface.eval.shift import shift_summary
@@ -154,10 +155,16 @@ def nuisance_metrics(args, oracle, device, ident, degraded, matched, gen_labels,
     predict = oracle_predict(oracle, device, args.mixed_precision)
     out = {"accuracy": {"clean": ident["accuracy_real"],
                         **degraded_accuracies(predict, degraded, real_labels, args.batch_size)}}
-    acc_gen = accuracy(predict, matched["generated"], gen_labels, args.batch_size)
-    acc_real = accuracy(predict, matched["real"], real_labels, args.batch_size)
+    pred_gen = predicted_labels(predict, matched["generated"], args.batch_size)
+    pred_real = predicted_labels(predict, matched["real"], args.batch_size)
+    acc_gen, acc_real = float((pred_gen == gen_labels).mean()), float((pred_real == real_labels).mean())
     out.update(nuisance_matched_rca(ident["accuracy_gen"], ident["accuracy_real"], acc_gen, acc_real,
                                     matched["unmatched"]))
+    if args.bootstrap and out["nuisance_matched_rca"] is not None:  # the same bootstrap as RCA's, on the matched
+        k = len(ident["class_names"])  # sets (the match itself is held fixed: images are resampled, not re-matched)
+        boot = bootstrap_rca(confusion_counts(gen_labels, pred_gen, k), confusion_counts(real_labels, pred_real, k),
+                             num_resamples=args.bootstrap, seed=args.seed)
+        out["nuisance_matched_rca_interval"] = boot["rca"]
     out["match"] = {k: matched[k] for k in ("params", "residual_shift")}
     return out
 

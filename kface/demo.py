@@ -88,6 +88,8 @@ def summary_rows(evals: list[dict]) -> list[dict]:
                 "accuracy_gen": ident["accuracy_gen"], "accuracy_real": ident["accuracy_real"],
                 "oracle_fd": o.get("oracle_frechet", {}).get("global", float("nan")),
                 "nm_rca": nuisance.get("nuisance_matched_rca"), "nm_unmatched": bool(nuisance.get("unmatched")),
+                "nm_lo": (nuisance.get("nuisance_matched_rca_interval") or [None, None])[0],
+                "nm_hi": (nuisance.get("nuisance_matched_rca_interval") or [None, None])[1],
                 "diversity": (o.get("feature_diversity") or {}).get("ratio"),
                 "lpips": _visual(m, "lpips"), "fid": _visual(m, "fid"),
             })
@@ -101,11 +103,11 @@ def _with_interval(value, lo, hi) -> str:
 
 
 def results_table(rows: list[dict]) -> str:
-    lines = ["| guidance | oracle | sampler | images | RCA [95% CI] | balanced RCA [95% CI] | nuisance-matched RCA "
-             "| acc gen | acc real | oracle FD | diversity gen/real | LPIPS | FID |",
-             "|---:|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| guidance | oracle | sampler | images | RCA [95% CI] | balanced RCA [95% CI] "
+             "| nuisance-matched RCA [95% CI] | acc gen | acc real | oracle FD | diversity gen/real | LPIPS | FID |",
+             "|---:|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        nm = "not measurable" if r.get("nm_unmatched") else _opt(r["nm_rca"])
+        nm = "not measurable" if r.get("nm_unmatched") else _with_interval(r["nm_rca"], r.get("nm_lo"), r.get("nm_hi"))
         lines.append(f"| {r['guidance']:g} | {r['oracle']} | {r['sampler']} | {r['images']} "
                      f"| {_with_interval(r['rca'], r['rca_lo'], r['rca_hi'])} "
                      f"| {_with_interval(r.get('balanced_rca'), r.get('balanced_lo'), r.get('balanced_hi'))} | {nm} "

@@ -33,11 +33,13 @@ def test_report_orders_by_guidance_and_prints_the_numbers(tmp_path):
     rows = summary_rows(evals)
     assert [r["guidance"] for r in rows] == [1.0, 3.0]
     assert rows[0]["rca"] == 0.4 / 0.8 and rows[1]["rca"] == 0.6 / 0.8
+    evals[0]["nuisance"]["nuisance_matched_rca_interval"] = [0.85, 0.95]
     table = write_report(tmp_path, evals, {"oracle": 12.0, "ddpm": 30.5}, budget_s=40)
     lines = table.splitlines()
     assert lines[2] == ("| 1 | oracle | ddim-25 | 20 | 0.500 [0.300, 0.900] | n/a | 0.900 | 0.400 | 0.800 | 9.00 "
                         "| 0.800 | skipped | 12.500 |")
-    assert lines[3].startswith("| 3 | oracle | ddim-25 | 20 | 0.750 [0.300, 0.900] | 0.700 [0.600, 0.750] | 0.900 |")
+    assert lines[3].startswith("| 3 | oracle | ddim-25 | 20 | 0.750 [0.300, 0.900] | 0.700 [0.600, 0.750] "
+                               "| 0.900 [0.850, 0.950] |")
     report = (tmp_path / "report.md").read_text()
     assert "| **sum of the stages** | 42.5 | |" in report and "class RCA, w=3" in report
     # an older log (seconds only, no start and end): the wall figure can only be the sum

@@ -100,6 +100,8 @@ def test_samples_equal_to_real_test_give_rca_one(tmp_path, tiny_dataset, tiny_or
     assert all(v["share_real"] == v["share_gen"] for v in ident["identity_loss"].values() if v["label"])
     assert m["feature_diversity"]["ratio"] == pytest.approx(1.0)
     assert m["nuisance"]["nuisance_matched_rca"] == 1.0 and m["nuisance"]["unmatched"] is None
+    lo, hi = m["nuisance"]["nuisance_matched_rca_interval"]  # the RCA bootstrap, on the two matched sets
+    assert lo <= 1.0 <= hi
     assert all(v["class_rca"] in (1.0, None) for v in ident["per_class"].values())
     # 512-d features of 32 images: rank-deficient covariances, so zero up to sqrtm's rounding
     assert m["oracle_frechet"]["global"] == pytest.approx(0.0, abs=1e-3)

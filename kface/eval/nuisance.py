@@ -17,13 +17,16 @@ from .shift import shift_stats
 
 
 @torch.no_grad()
+def predicted_labels(predict, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Top-1 labels of ``predict`` (uint8 NCHW tensor -> logits) on numpy images."""
+    out = [predict(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))).argmax(1).cpu().numpy()
+           for start in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
 def accuracy(predict, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``predict`` (uint8 NCHW tensor -> logits) on numpy images."""
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        logits = predict(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])))
-        correct += int((logits.argmax(1).cpu().numpy() == labels[start:start + batch_size]).sum())
-    return correct / max(len(images), 1)
+    return float((predicted_labels(predict, images, batch_size) == labels).sum()) / max(len(images), 1)
 
 
 def oracle_predict(oracle, device="cpu", mixed_precision: str = "no"):
