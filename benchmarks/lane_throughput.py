@@ -33,7 +33,7 @@ def parse_args():
 
 
 def build(kind: str):
-    """(model, one training step) for the demo's oracle or DDPM, on random data of the demo's batch size."""
+    """(one training step, its batch size) for the demo's oracle or DDPM, on random data of the demo's batch size."""
     import torch
 
     if kind == "oracle":

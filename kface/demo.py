@@ -11,6 +11,7 @@ keeps its earlier time). ``summary`` reads each ``metrics.json`` written by eval
 """
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
@@ -25,14 +26,18 @@ from .utils.io import atomic_path, atomic_write_json, atomic_write_text
 def run_stage(name: str, command: list[str], log_path: Path) -> int:
     """Run ``command``; on success, record its wall seconds, start and end (Unix time) under ``name`` in
     ``log_path``. Stages that run side by side (``make demo`` trains the oracle and the DDPM at once) share the
-    log: it is re-read and replaced atomically when each one ends."""
+    log: each one re-reads and replaces it under an exclusive lock (``<log>.lock``), so that two stages ending at
+    the same moment cannot drop each other's entry."""
     start, tic = time.time(), time.perf_counter()
     code = subprocess.call(command)
     if code == 0:
         seconds = round(time.perf_counter() - tic, 1)
-        times = json.loads(log_path.read_text()) if log_path.exists() else {}
-        times[name] = {"seconds": seconds, "start": round(start, 1), "end": round(start + seconds, 1)}
-        atomic_write_json(log_path, times)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path.with_name(log_path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            times = json.loads(log_path.read_text()) if log_path.exists() else {}
+            times[name] = {"seconds": seconds, "start": round(start, 1), "end": round(start + seconds, 1)}
+            atomic_write_json(log_path, times)
     return code
 
 

@@ -57,6 +57,23 @@ def test_stage_time_is_recorded_only_on_success(tmp_path):
     assert times["ok"]["end"] - times["ok"]["start"] == pytest.approx(times["ok"]["seconds"], abs=0.11)
 
 
+def test_a_stage_waits_for_the_log_lock_of_one_ending_beside_it(tmp_path):
+    # the read-modify-write of the shared log is under an exclusive lock: while another stage holds it, this one's
+    # entry is not written (it would be lost when the holder writes its own copy of the log)
+    import fcntl
+    import threading
+
+    log = tmp_path / "times.json"
+    with open(tmp_path / "times.json.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=run_stage, args=("a", [sys.executable, "-c", "pass"], log))
+        worker.start()
+        worker.join(timeout=3)
+        assert worker.is_alive() and not log.exists()  # the command ran; the write waits for the lock
+    worker.join(timeout=10)
+    assert not worker.is_alive() and list(json.loads(log.read_text())) == ["a"]
+
+
 def test_side_by_side_stages_count_once_against_the_budget(tmp_path):
     # prep 0-100 s, then oracle 100-700 and ddpm 100-600 at once, then sample 600-800: 800 s of wall, 1500 summed
     times = {"prep": {"seconds": 100.0, "start": 1000.0, "end": 1100.0},
