@@ -41,7 +41,7 @@ from kface.utils.args import add_hub_args, add_overwrite_arg, non_negative_int, 
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_writable_dir
-from kface.utils.outputs import keep_or_replace
+from kface.utils.outputs import keep_or_replace, refuse_inputs_inside
 
 logger = get_logger(__name__)
 
@@ -85,6 +85,9 @@ def check_args(args) -> None:
     for flag in ("samples", "dataset", "oracle", "output_dir"):
         if not getattr(args, flag):
             raise KfaceError(f"--{flag} is required (see python evaluate.py --help)")
+    refuse_inputs_inside(args.output_dir, {"--samples": args.samples, "--dataset": args.dataset, "--oracle": args.oracle,
+                                           "--inception_weights": args.inception_weights,
+                                           "--lpips_backbone": args.lpips_backbone})
     check_writable_dir(args.output_dir, "--output_dir")
     # metrics.json is written last: without it the folder holds an unfinished run, which a rerun completes.
     # The old result stays in place until the new one replaces it (atomic writes).

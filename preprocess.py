@@ -24,7 +24,7 @@ from kface.utils.args import add_hub_args, add_overwrite_arg, fraction, non_nega
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_writable_dir, publish_dir, staging_dir
-from kface.utils.outputs import keep_or_replace
+from kface.utils.outputs import keep_or_replace, refuse_inputs_inside
 
 # Plain logging, not accelerate.logging: the detection workers are spawned and re-import this module, and
 # accelerate's import of torch (~4 s per worker) would only delay them. The script is one process anyway
@@ -75,6 +75,7 @@ def check_args(args) -> None:
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise KfaceError(f"--output_dir {out} is a file; choose a folder")
+    refuse_inputs_inside(out, {"--input_dir": args.input_dir})
     # an interrupted run resumes from <output_dir>.incomplete/; a finished one is kept unless --overwrite, and
     # then replaced only when the new one is complete (publish_dir)
     keep_or_replace(out, ["*"], args.overwrite, remove=False, holds="a finished result")

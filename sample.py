@@ -27,7 +27,7 @@ from kface.train.setup import setup_logging
 from kface.utils.args import add_overwrite_arg, check_guidance, require_flags
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.io import atomic_write_json, check_writable_dir
-from kface.utils.outputs import keep_or_replace
+from kface.utils.outputs import keep_or_replace, refuse_inputs_inside
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -58,6 +58,7 @@ def parse_args(argv=None):
 def check_args(args) -> None:
     require_flags(args, pipeline="a train_ddpm.py output folder or a Hub model id",
                   output_dir="where the samples folder(s) go")
+    refuse_inputs_inside(args.output_dir, {"--pipeline": args.pipeline})
     for flag, value in (("--num_per_class", args.num_per_class), ("--batch_size", args.batch_size)):
         if value < 1:
             raise KfaceError(f"{flag} {value}: must be a positive integer")

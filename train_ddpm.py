@@ -42,6 +42,7 @@ from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_tra
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, check_writable_dir
+from kface.utils.outputs import refuse_inputs_inside
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -81,6 +82,7 @@ def parse_args(argv=None):
 
 def check_args(args) -> None:
     require_flags(args, dataset=DATASET_HINT, output_dir="where the pipeline, checkpoints and samples are written")
+    refuse_inputs_inside(args.output_dir, {"--dataset": args.dataset})
     if not 0 <= args.cond_drop_prob < 1:
         raise KfaceError(f"--cond_drop_prob {args.cond_drop_prob}: must be in [0, 1); 0.1 is the usual choice")
     check_guidance([args.validation_guidance], "--validation_guidance")

@@ -44,7 +44,7 @@ from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_tra
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, atomic_write_text, check_writable_dir
-from kface.utils.outputs import keep_or_replace
+from kface.utils.outputs import keep_or_replace, refuse_inputs_inside
 
 logger = get_logger(__name__)
 # what a finished run leaves in --output_dir (with its checkpoints): kept unless resumed or --overwrite
@@ -84,6 +84,8 @@ def parse_args(argv=None):
 
 def check_args(args) -> None:
     require_flags(args, dataset=DATASET_HINT, output_dir="where the oracle and its report are written")
+    # not --oracle: --eval_only may write its metrics.json into the oracle's own folder (replaced atomically)
+    refuse_inputs_inside(args.output_dir, {"--dataset": args.dataset})
     if args.eval_only and not args.oracle:
         raise KfaceError("--eval_only needs --oracle PATH_OR_HUB_ID")
     if not 0 <= args.val_fraction < 1:

@@ -76,14 +76,22 @@ def staging_dir(output_dir) -> Path:
 
 
 def publish_dir(staging, output_dir) -> None:
-    """Move a completed staging folder into place (atomic rename)."""
+    """Move a completed staging folder into place (atomic rename).
+
+    An existing ``output_dir`` (only reached with --overwrite) stays until the new one is complete; it is moved
+    aside into a fresh hidden folder of the same parent (``tempfile.mkdtemp``: a name no one else owns), then
+    deleted. Nothing outside ``output_dir`` and ``staging`` is ever touched.
+    """
     staging, output_dir = Path(staging), Path(output_dir)
-    if output_dir.exists():
-        # only reached with --overwrite: the old result stays until the new one is complete
-        trash = output_dir.with_name(output_dir.name + ".old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(output_dir, trash)
+    if not output_dir.exists():
         os.replace(staging, output_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
+        return
+    trash = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".old"))
+    os.replace(output_dir, trash / output_dir.name)
+    try:
         os.replace(staging, output_dir)
+    except BaseException:
+        os.replace(trash / output_dir.name, output_dir)  # put the old result back
+        trash.rmdir()
+        raise
+    shutil.rmtree(trash, ignore_errors=True)

@@ -8,6 +8,7 @@ preprocess.py: rerun the same command): the script says whether this run resumes
 """
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -85,3 +86,23 @@ def remove_results(paths: list[Path]) -> None:
             else:
                 path.unlink(missing_ok=True)
     state.wait_for_everyone()
+
+
+def refuse_inputs_inside(output_dir, inputs: dict, flag: str = "--output_dir") -> None:
+    """A :class:`KfaceError` when ``output_dir`` is, or contains, one of the ``inputs`` (``{flag: path or paths}``).
+
+    Called before anything is written: a run that replaces its output folder (``--overwrite``) would otherwise
+    delete its own input (preprocess.py's raw photos, evaluate.py's samples), and one that writes there would mix
+    its results into the input. Inputs that are not local paths (Hub ids) and ``None`` are skipped; symbolic
+    links are followed, so another spelling of the same folder is caught too.
+    """
+    out = Path(os.path.realpath(output_dir))
+    for input_flag, paths in inputs.items():
+        for path in paths if isinstance(paths, (list, tuple)) else [paths]:
+            if path is None or not Path(path).exists():
+                continue
+            source = Path(os.path.realpath(path))
+            if source == out or out in source.parents:
+                where = "is" if source == out else "contains"
+                raise KfaceError(f"{flag} {output_dir} {where} {input_flag} {path}; a run there could overwrite or "
+                                 f"delete its own input: choose an {flag} outside it")
