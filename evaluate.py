@@ -40,7 +40,7 @@ from kface.samples import pipeline_hub_id, read_samples
 from kface.utils.args import add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import require_repo_id
-from kface.utils.io import check_writable_dir
+from kface.utils.io import check_can_create
 from kface.utils.outputs import keep_or_replace, refuse_inputs_inside
 
 logger = get_logger(__name__)
@@ -88,9 +88,8 @@ def check_args(args) -> None:
     refuse_inputs_inside(args.output_dir, {"--samples": args.samples, "--dataset": args.dataset, "--oracle": args.oracle,
                                            "--inception_weights": args.inception_weights,
                                            "--lpips_backbone": args.lpips_backbone})
-    check_writable_dir(args.output_dir, "--output_dir")
-    # metrics.json is written last: without it the folder holds an unfinished run, which a rerun completes.
-    # The old result stays in place until the new one replaces it (atomic writes).
+    check_can_create(args.output_dir, "--output_dir")  # made only when the result is ready: a refused run leaves none
+    # The result is published as one unit (kface.eval.report.write_outputs): the old one stays whole until then.
     keep_or_replace(args.output_dir, ["metrics.json"], args.overwrite, remove=False)
 
 

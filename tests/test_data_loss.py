@@ -83,3 +83,67 @@ def test_preprocess_overwrite_never_deletes_the_raw_photos(tmp_path, capsys, whe
     assert_one_line(code, last, f"--output_dir {out}", "--input_dir")
     assert files(tmp_path) == before  # nothing written, nothing deleted
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_dir()) == ["a", "b", "photos", "raw"]
+
+
+# --------------------------------------------------------------------------- evaluate.py's result is one unit
+
+
+@pytest.fixture(scope="module")
+def eval_inputs(tmp_path_factory, tiny_dataset):
+    from conftest import save_random_oracle
+    from test_reliability import NAMES, write_samples
+
+    root = tmp_path_factory.mktemp("eval_inputs")
+    return {"samples": write_samples(root / "samples", NAMES), "dataset": tiny_dataset,
+            "oracle": save_random_oracle(root / "oracle", NAMES, model="test_resnet")}
+
+
+def evaluate_argv(inputs: dict, out: Path, *extra) -> list:
+    return ["--samples", inputs["samples"], "--dataset", inputs["dataset"], "--oracle", inputs["oracle"],
+            "--output_dir", out, "--bootstrap", 0, "--no_visual", "--no_nuisance", *extra]
+
+
+def test_interrupted_evaluate_overwrite_leaves_the_old_result_whole(eval_inputs, tmp_path, capsys, monkeypatch):
+    import kface.eval.report as report
+
+    out = tmp_path / "eval"
+    code, last = cli("evaluate", evaluate_argv(eval_inputs, out), capsys)
+    assert code == 0, last
+    (out / "my_notes.txt").write_text("the user's")
+    for name in ("metrics.json", "report.md", "class_rca.png"):  # an earlier result, told apart from the new one
+        (out / name).write_bytes(b"old " + name.encode())
+    before = files(out)
+
+    def killed(*_, **__):  # Ctrl-C after the plots and report.md, before metrics.json
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cli("evaluate", evaluate_argv(eval_inputs, out, "--overwrite"), capsys)
+    assert files(out) == before  # not new plots beside the old metrics.json
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"]  # no hidden leftovers
+
+    monkeypatch.undo()
+    code, last = cli("evaluate", evaluate_argv(eval_inputs, out, "--overwrite"), capsys)
+    assert code == 0, last
+    after = files(out)
+    assert after["my_notes.txt"] == b"the user's"  # kept: not one of evaluate's files
+    assert json.loads(after["metrics.json"])["config"]["overwrite"] is True
+    assert after["class_rca.png"].startswith(b"\x89PNG") and after["report.md"] != before["report.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"]
+
+
+def test_evaluate_refuses_an_output_dir_holding_its_samples_and_leaves_nothing(eval_inputs, tmp_path, capsys):
+    import shutil
+
+    samples = shutil.copytree(eval_inputs["samples"], tmp_path / "run" / "samples")
+    before = files(tmp_path)
+    inputs = {**eval_inputs, "samples": samples}
+    code, last = cli("evaluate", evaluate_argv(inputs, tmp_path / "run", "--overwrite"), capsys)
+    assert_one_line(code, last, f"--output_dir {tmp_path / 'run'} contains --samples")
+    assert files(tmp_path) == before
+    # a bad input further on: the --output_dir it would have made is not left behind
+    code, last = cli("evaluate", evaluate_argv({**eval_inputs, "oracle": tmp_path / "run"}, tmp_path / "new" / "eval"),
+                     capsys)
+    assert_one_line(code, last, "--oracle")
+    assert not (tmp_path / "new").exists()

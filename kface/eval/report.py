@@ -7,12 +7,16 @@ import logging
 from importlib import metadata
 from pathlib import Path
 
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text, staged_result
 from .plots import save_class_bars, save_confusion_heatmap, save_confusion_pair
 from .tables import (diversity_table, frechet_table, identity_loss_table, oracle_table, shift_section, summary_row,
                      table3, table4)
 
 logger = logging.getLogger(__name__)
+
+# every top-level name write_outputs ever writes: an old result's files, all replaced together
+OUTPUT_FILES = frozenset({"metrics.json", "report.md", "confusion_real.png", "confusion_generated.png",
+                          "confusion_real_vs_generated.png", "class_rca.png", "lpips_diversity.png"})
 
 PACKAGES = ("kface", "torch", "torchvision", "timm", "numpy", "scipy", "datasets", "diffusers", "clean-fid",
             "lpips", "huggingface_hub")
@@ -125,11 +129,15 @@ Skipped metrics say why in `metrics.json` (`{{"skipped": ...}}`); every number i
 
 
 def write_outputs(metrics: dict, output_dir) -> dict:
-    """Plots, then report.md, then metrics.json (each written atomically)."""
-    files = write_plots(metrics, output_dir)
-    metrics["files"] = dict(files, report="report.md", metrics="metrics.json")
-    atomic_write_text(Path(output_dir) / "report.md", render_report(metrics, files))
-    atomic_write_json(Path(output_dir) / "metrics.json", metrics)
+    """Plots, report.md and metrics.json, published as one unit: written into a hidden folder beside
+    ``output_dir``, which then replaces the old result in one rename (kface.utils.io.staged_result). An
+    interrupted run leaves the old result whole, never new plots beside an old metrics.json."""
+    with staged_result(output_dir, OUTPUT_FILES) as staging:
+        files = write_plots(metrics, staging)
+        metrics["files"] = dict(files, report="report.md", metrics="metrics.json")
+        assert set(metrics["files"].values()) <= OUTPUT_FILES, metrics["files"]
+        atomic_write_text(staging / "report.md", render_report(metrics, files))
+        atomic_write_json(staging / "metrics.json", metrics)
     return metrics["files"]
 
 

@@ -69,6 +69,25 @@ def check_writable_dir(path, flag: str) -> Path:
     return path
 
 
+def check_can_create(path, flag: str) -> Path:
+    """Like :func:`check_writable_dir`, but creates nothing: checks the folder itself when it exists, else the
+    nearest folder above it that does (where the missing ones would be made). For scripts that make their output
+    folder only when the result is ready, so that a refused run leaves nothing behind."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise KfaceError(f"{flag} {path} is a file; choose a folder")
+    probe_dir = path.absolute()
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise KfaceError(f"{flag} {path}: {probe_dir} is a file, so no folder can be made there; choose another")
+    try:
+        tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".write-probe-", delete=True).close()
+    except OSError as err:
+        raise KfaceError(f"{flag} {path} is not writable ({err.strerror}); choose a folder you can write to") from None
+    return path
+
+
 def staging_dir(output_dir) -> Path:
     """The folder a run builds ``output_dir`` in; it survives an interruption so that a rerun resumes."""
     output_dir = Path(output_dir)
@@ -95,3 +114,42 @@ def publish_dir(staging, output_dir) -> None:
         trash.rmdir()
         raise
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def hidden_temp_dir(path, suffix: str) -> Path:
+    """A fresh, empty, hidden folder beside ``path`` (``.<name>.<random><suffix>``): a name no user owns, on the
+    same file system as ``path`` (so that ``os.replace`` between them is a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix))
+    os.chmod(folder, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; give the mode a plain mkdir would
+    return folder
+
+
+@contextmanager
+def staged_result(output_dir, own_names):
+    """Yield a fresh hidden folder beside ``output_dir`` to write a whole result in; on success it replaces the
+    result in ``output_dir`` as one unit (one rename), on error it is removed and ``output_dir`` is unchanged.
+
+    ``own_names``: every top-level name the script ever writes there. Those of an old result go (a file the new
+    run no longer writes, such as a plot it skips, too); any other entry of ``output_dir`` is the user's and is
+    moved into the new folder first, so that it is kept.
+    """
+    output_dir = Path(output_dir)
+    staging = hidden_temp_dir(output_dir, ".incomplete")
+    try:
+        yield staging
+        carried = []
+        try:
+            if output_dir.is_dir():
+                for entry in sorted(output_dir.iterdir()):
+                    if entry.name not in own_names and not (staging / entry.name).exists():
+                        os.replace(entry, staging / entry.name)
+                        carried.append(entry.name)
+            publish_dir(staging, output_dir)
+        except BaseException:
+            for name in carried:  # the user's files go back where they were
+                os.replace(staging / name, output_dir / name)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
