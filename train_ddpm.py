@@ -24,7 +24,7 @@ from diffusers import DDPMScheduler
 from diffusers.optimization import SchedulerType, get_scheduler
 from tqdm.auto import tqdm
 
-from kface.data import class_names, load_image_dataset, require_splits
+from kface.data import class_names, load_image_dataset, require_class_names, require_splits
 from kface.diffusion import ClassConditionalDDPMPipeline
 from kface.diffusion.calibration import epsilon_calibration
 from kface.diffusion.schedulers import SCHEDULERS, check_inference_steps, make_scheduler
@@ -267,7 +267,8 @@ def main(args) -> None:
     with cli_flag("--dataset"):
         ds = load_image_dataset(args.dataset, args.resolution)
         require_splits(ds, ["train"], name=args.dataset)
-    names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
+        names, resolution = class_names(ds), args.resolution or ds["train"][0]["image"].size[0]
+        require_class_names(names, name=args.dataset)  # the names sample.py will make folders of
     unet, noise_scheduler = build_model(args, names, resolution)
     if resume:  # GroupNorm weights are per channel: another norm_num_groups would load without an error
         with cli_flag("--resume_from_checkpoint"):

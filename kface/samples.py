@@ -36,7 +36,7 @@ MANIFEST = "samples.json"
 GRIDS = "grids"
 DATASET = "dataset"
 # Folders a samples folder holds besides the class folders: a class may not take their names (it gets "@<id>").
-RESERVED = frozenset({GRIDS, DATASET})
+RESERVED = frozenset({MANIFEST, GRIDS, DATASET, DATASET + ".incomplete"})  # staging_dir(DATASET)
 # The settings that decide the pixels: a rerun into the same folder must repeat them exactly.
 SETTINGS_KEYS = ("pipeline", "pipeline_revision", "pipeline_sha256", "model_class_names", "scheduler",
                  "num_inference_steps", "guidance_scale", "seed", "resolution", "mixed_precision")

@@ -147,3 +147,74 @@ def test_evaluate_refuses_an_output_dir_holding_its_samples_and_leaves_nothing(e
                      capsys)
     assert_one_line(code, last, "--oracle")
     assert not (tmp_path / "new").exists()
+
+
+# ------------------------------------------------------------------------ class names: one rule, checked first
+
+
+def save_pipeline_with(path: Path, names: list[str]) -> Path:
+    """An untrained 16 px ClassConditionalDDPMPipeline whose classes are ``names`` (written as model_index.json
+    says, whatever kface would accept: a pipeline from elsewhere)."""
+    import torch
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from kface.diffusion import ClassConditionalDDPMPipeline
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                       down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
+                       num_class_embeds=len(names) + 1)
+    ClassConditionalDDPMPipeline(unet, DDPMScheduler(num_train_timesteps=1000), class_names=names).save_pretrained(path)
+    return path
+
+
+def test_classes_named_like_the_samples_folders_own_files_keep_their_images(tmp_path, capsys):
+    names = ["samples.json", "dataset.incomplete", "grids", "plain"]
+    pipe = save_pipeline_with(tmp_path / "pipe", names)
+    out = tmp_path / "s"
+    code, last = cli("sample", ["--pipeline", pipe, "--output_dir", out, "--num_per_class", 2, "--scheduler", "ddim",
+                                "--num_inference_steps", 1, "--output_format", "dataset"], capsys)
+    assert code == 0, last
+    manifest = json.loads((out / "samples.json").read_text())
+    assert manifest["complete"] is True
+    folders = {c["name"]: c["folder"] for c in manifest["classes"]}
+    assert folders == {"samples.json": "samples.json@0", "dataset.incomplete": "dataset.incomplete@1",
+                       "grids": "grids@2", "plain": "plain"}
+    for folder in folders.values():  # every class keeps its two images, beside the published dataset/
+        assert sorted(p.name for p in (out / folder).iterdir()) == ["000000.png", "000001.png"], folder
+    assert (out / "dataset").is_dir() and not (out / "dataset.incomplete").exists()
+
+
+@pytest.mark.parametrize("name, why", [("a" * 201, "201 bytes"), ("x" * 250, "250 bytes"), ("a/b", "path separator")])
+def test_train_ddpm_refuses_a_class_name_sample_py_would_refuse_before_training(tmp_path, capsys, name, why):
+    from datasets import ClassLabel
+
+    from conftest import make_tiny_dataset
+
+    ds = make_tiny_dataset(tmp_path / "d0", num_classes=2, train_per_class=2, test_per_class=1, resolution=16)
+    ds = ds.cast_column("label", ClassLabel(names=["ok", name]))
+    ds.save_to_disk(str(tmp_path / "data"))
+    before = files(tmp_path)
+    code, last = cli("train_ddpm", ["--dataset", tmp_path / "data", "--output_dir", tmp_path / "run", "--epochs", 1,
+                                    "--preset", "tiny", "--validation_steps", 0], capsys)
+    assert_one_line(code, last, "--dataset", why, "rename the class")
+    assert files(tmp_path) == before and not (tmp_path / "run").exists()
+
+
+def test_class_names_are_drawn_literally_not_as_mathtext(tmp_path):
+    from kface.eval.plots import save_class_bars, save_confusion_heatmap
+
+    names = ["$x", r"$\notacommand{$", "a$b$c", "$$"]
+    save_confusion_heatmap([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], names, tmp_path / "c.png",
+                           title="accuracy of $x")
+    save_class_bars(names, [1.0, 0.5, 0.25, 0.0], tmp_path / "b.png", title=r"$\broken", ylabel="$")
+    for png in ("c.png", "b.png"):
+        assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_sample_refuses_a_250_byte_class_name_before_making_any_image(tmp_path, capsys):
+    pipe = save_pipeline_with(tmp_path / "pipe", ["ok", "x" * 250])
+    code, last = cli("sample", ["--pipeline", pipe, "--output_dir", tmp_path / "s", "--num_per_class", 1,
+                                "--scheduler", "ddim", "--num_inference_steps", 1], capsys)
+    assert_one_line(code, last, "--pipeline", "250 bytes")
+    assert not (tmp_path / "s").exists()

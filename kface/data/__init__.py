@@ -18,11 +18,12 @@ from .datasets import (
                        empty_saved_splits,
                        load_image_dataset,
                        read_dataset_split,
+                       require_class_names,
                        require_classes,
                        require_splits,
                        resolution_config,
 )
 
 __all__ = ["ImageSet", "check_columns", "class_names", "empty_saved_splits", "load_image_dataset", "read_dataset_split",
-           "require_classes",
+           "require_class_names", "require_classes",
            "require_splits", "resolution_config"]

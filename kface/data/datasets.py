@@ -120,8 +120,22 @@ def require_splits(ds, splits, *, name: str = "") -> None:
         raise InputError(f"{name}: the '{empty[0]}' split is empty; give a dataset with images in it")
 
 
+def require_class_names(names: list[str], *, name: str = "") -> None:
+    """Fail before any work unless every class name passes kface's one rule (``kface.utils.names``): a name
+    sample.py or preprocess.py would refuse later is refused by every script, at the start."""
+    from ..utils.names import UnsafeName, class_folders
+
+    try:
+        class_folders(names)
+    except UnsafeName as err:
+        raise InputError(f"{name}: {err}; rename the class in the dataset (its class folder, or the ClassLabel "
+                         "names: cast_column('label', ClassLabel(names=[...]))) and rerun") from None
+
+
 def require_classes(names: list[str], *, name: str = "", minimum: int = 2) -> None:
-    """An oracle over one class is right by construction (accuracy 1, RCA 1): refuse it instead."""
+    """Class names kface accepts (:func:`require_class_names`), and at least ``minimum`` of them: an oracle over
+    one class is right by construction (accuracy 1, RCA 1), so one is refused."""
+    require_class_names(names, name=name)
     if len(names) < minimum:
         raise InputError(f"{name} has {len(names)} class(es) {names}: an identity oracle needs at least "
                          f"{minimum} (with one, every accuracy and RCA is 1.0 by construction); give a dataset of "

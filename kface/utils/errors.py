@@ -6,8 +6,10 @@ the file and the fix, never a command-line flag, because a caller from Python ne
 boundary, and ``run_cli`` prints either as one line on stderr with exit status 2, never a traceback.
 """
 
+import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class KfaceError(Exception):
@@ -34,9 +36,41 @@ def cli_flag(flag: str):
 
 def run_cli(main, args) -> None:
     """Run ``main(args)``; report a :class:`KfaceError` (or an :class:`InputError` no boundary translated) as a
-    one-line error and exit 2."""
+    one-line error and exit 2. A refused run leaves no trace: the folders it made for ``args.output_dir`` are
+    removed again when they hold nothing (no file: only empty folders, which are all that is removed)."""
+    made = _first_missing(getattr(args, "output_dir", None))
     try:
         main(args)
     except (KfaceError, InputError) as err:
+        if made is not None:
+            _remove_empty_folders(Path(args.output_dir), made)
         sys.stderr.write(f"error: {err}\n")
         sys.exit(2)
+
+
+def _first_missing(path) -> Path | None:
+    """The topmost folder of ``path`` (``path`` itself or one above it) that does not exist yet, or None."""
+    if not path:
+        return None
+    path, missing = Path(path).absolute(), None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def _remove_empty_folders(output_dir: Path, top: Path) -> None:
+    """Remove ``output_dir`` and the folders above it up to ``top``, each only if it holds no file at all."""
+    output_dir = output_dir.absolute()
+    if output_dir.is_dir() and not output_dir.is_symlink():
+        for folder, _, _ in os.walk(output_dir, topdown=False):
+            try:
+                os.rmdir(folder)  # fails, and is kept, unless empty
+            except OSError:
+                pass
+    for folder in [output_dir, *output_dir.parents]:
+        if folder == top.parent:
+            break
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break

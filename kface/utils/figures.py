@@ -20,8 +20,15 @@ def figure(width: float, height: float):
 
 
 def save_figure(fig, path) -> Path:
+    """Write ``fig`` as a PNG, every text in it drawn literally: a class name with ``$`` is a name, not mathtext
+    (which would fail to parse it, or typeset it as maths)."""
+    import matplotlib
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, matplotlib.rc_context({"text.parse_math": False}):  # texts made while drawing
         fig.savefig(tmp, format="png", bbox_inches="tight")
     return path
 

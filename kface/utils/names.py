@@ -14,14 +14,23 @@ The policy is to **reject, not map**. The folder of a class is its name, verbati
 
 Rejected: empty or blank names; ``.`` and ``..``, and any leading ``.`` (a hidden folder: scans skip it); ``/``, ``\\`` (a path, not a name; this covers absolute
 paths) and a Windows drive prefix (``C:``); NUL and other control characters (Unicode category Cc);
-names over 255 bytes of UTF-8 (the per-name limit of ext4, APFS, NTFS); and, for a list, two names that
-one file system would make one folder: equal after NFKC normalisation and case folding (``A``/``a`` on a
-case-insensitive file system; ``é`` composed and decomposed; ``ﬁ``/``fi``).
+names over 200 bytes of UTF-8 (a file name may have 255 on ext4, APFS, NTFS, and kface derives longer names
+from a class name: the grid ``grids/<name>@<id>.png`` and its temporary ``.<name>@<id>.png.<random>.tmp``); and,
+for a list, two names that one file system would make one folder: equal after NFKC normalisation and case
+folding (``A``/``a`` on a case-insensitive file system; ``é`` composed and decomposed; ``ﬁ``/``fi``).
+
+Every script that takes class names applies this one rule before any work: preprocess.py to its class folders
+(or a Hub dataset's labels), the trainers and evaluate.py to the dataset's class names
+(``kface.data.require_class_names``), sample.py to the model's. Names are drawn literally in every plot (no
+mathtext), so any accepted name can be plotted.
 """
 
 import unicodedata
 
 MAX_NAME_BYTES = 255  # per path component on ext4, XFS, APFS, NTFS (in UTF-16 units there, never fewer)
+# what a class name may use of that: kface's longest name made from it, a grid's temporary file
+# ".<name>@<id>.png.<8 random>.tmp", adds 18 bytes and the id; 200 leaves room for any id and a margin
+MAX_CLASS_NAME_BYTES = 200
 
 
 class UnsafeName(ValueError):
@@ -45,8 +54,9 @@ def _why_unsafe(name) -> str | None:
     if name.startswith("."):
         return "starts with '.' (a hidden folder, which folder scans skip)"
     size = len(name.encode("utf-8", "surrogatepass"))
-    if size > MAX_NAME_BYTES:
-        return f"is {size} bytes of UTF-8, over the {MAX_NAME_BYTES}-byte limit of a file name"
+    if size > MAX_CLASS_NAME_BYTES:
+        return (f"is {size} bytes of UTF-8, over the {MAX_CLASS_NAME_BYTES}-byte limit of a class name (a file "
+                f"name may have {MAX_NAME_BYTES}, and kface makes longer ones from it)")
     return None
 
 
