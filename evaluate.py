@@ -37,11 +37,12 @@ from kface.eval.shift import shift_summary
 from kface.eval.visual_metrics import FID_MODES, visual_metrics
 from kface.oracle import load_oracle
 from kface.samples import pipeline_hub_id, read_samples
-from kface.utils.args import add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args
+from kface.utils.args import (add_hub_args, add_overwrite_arg, non_negative_int, positive_int, recordable_args,
+                              resolution)
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_can_create
-from kface.utils.outputs import keep_or_replace, refuse_inputs_inside
+from kface.utils.outputs import keep_or_replace, refuse_inputs_inside, require_one_process_group
 
 logger = get_logger(__name__)
 
@@ -50,7 +51,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", default=None, help="A sample.py samples folder (samples.json) or a saved Dataset.")
     p.add_argument("--dataset", default=None, help="Real data: preprocess.py folder, saved DatasetDict or Hub id.")
-    p.add_argument("--resolution", type=positive_int, default=None,
+    p.add_argument("--resolution", type=resolution, default=None,
                    help="Picks the dataset's <res>px sub-folder/config; default: the samples' resolution.")
     p.add_argument("--oracle", nargs="+", default=None,
                    help="Oracle folder (train_oracle.py) or Hub model id; several: each reported side by side.")
@@ -187,6 +188,7 @@ def main(args):
     # ACCELERATE_USE_CPU (accelerate launch --cpu): a bare PartialState ignores it and, without GPUs, makes
     # every torchrun process a rank 0 of 1, so that each of them evaluated and wrote metrics.json
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    require_one_process_group(state.num_processes)
     if not state.is_main_process:  # one pass over in-memory arrays: extra processes would only repeat it
         return
     hub_id, device = None, state.device

@@ -12,7 +12,6 @@ resumes from ``data.incomplete/`` (one cached result per photo); see docs/prepro
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 import time
@@ -20,11 +19,11 @@ from pathlib import Path
 
 from kface.data import faces
 from kface.data import preprocess as pp
-from kface.utils.args import add_hub_args, add_overwrite_arg, fraction, non_negative_int, positive_int
+from kface.utils.args import add_hub_args, add_overwrite_arg, fraction, non_negative_int, positive_int, resolution
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_writable_dir, publish_dir, staging_dir
-from kface.utils.outputs import keep_or_replace, refuse_inputs_inside
+from kface.utils.outputs import keep_or_replace, refuse_inputs_inside, require_single_process
 
 # Plain logging, not accelerate.logging: the detection workers are spawned and re-import this module, and
 # accelerate's import of torch (~4 s per worker) would only delay them. The script is one process anyway
@@ -39,7 +38,7 @@ def parse_args(argv=None):
     src.add_argument("--dataset_name", help="Hub dataset with 'image' and 'label' columns.")
     p.add_argument("--output_dir", required=True, help="Gets <res>px/ DatasetDicts, the report and contact sheets.")
     add_overwrite_arg(p)
-    p.add_argument("--resolutions", type=positive_int, nargs="+", default=[32, 64])
+    p.add_argument("--resolutions", type=resolution, nargs="+", default=[32, 64])
     p.add_argument("--detector", choices=faces.DETECTORS, default="mtcnn",
                    help="'none': the photos are already face crops (centre square + resize).")
     p.add_argument("--min_confidence", type=float, default=0.9, help="Faces below this MTCNN confidence are ignored.")
@@ -142,10 +141,7 @@ def report_and_sheets(staging, scan, data: dict, *, duplicates: dict, timing: di
 
 
 def main(args):
-    # accelerate launch (and torchrun) set WORLD_SIZE; several copies would race on one output folder
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise KfaceError("preprocess.py runs as one process (it writes one output folder); "
-                         "use --num_workers for parallel detection, not accelerate launch --num_processes")
+    require_single_process("preprocess.py", "use --num_workers for parallel detection")
     check_args(args)
     start = time.perf_counter()
     out, settings = Path(args.output_dir), crop_settings(args)

@@ -27,7 +27,7 @@ from kface.train.setup import setup_logging
 from kface.utils.args import add_overwrite_arg, check_guidance, require_flags
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.io import atomic_write_json, check_writable_dir
-from kface.utils.outputs import keep_or_replace, refuse_inputs_inside
+from kface.utils.outputs import keep_or_replace, refuse_inputs_inside, require_one_process_group
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -136,6 +136,7 @@ def main(args) -> None:
     with cli_flag("--scheduler"):  # before the pipeline is loaded (maybe downloaded)
         scheduler = sampler_name(args.scheduler)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    require_one_process_group(accelerator.num_processes)
     pipe, folders, source = setup_pipeline(accelerator, args.pipeline, args.revision, scheduler,
                                            args.num_inference_steps)
     with cli_flag("--classes"):  # the model's classes by name or id, all by default

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import timm
 import torch
 from accelerate import PartialState
 from accelerate.logging import get_logger
@@ -92,6 +93,10 @@ def check_args(args) -> None:
         raise KfaceError(f"--val_fraction {args.val_fraction}: must be in [0, 1)")
     if args.compare and args.push_to_hub:
         raise KfaceError("--push_to_hub with --compare: push the oracle you pick, from its own folder")
+    for name in args.compare or []:  # each trains in --output_dir/<name>: checked before any folder is made
+        if not timm.is_model(name):
+            raise KfaceError(f"--compare {name!r}: not a timm model name (each model trains in --output_dir/<name>); "
+                             "e.g. resnet18 resnet34 (timm.list_models())")
     if args.pretrained and not args.eval_only:
         with cli_flag("--pretrained"):  # before loading anything
             require_online()

@@ -218,3 +218,68 @@ def test_sample_refuses_a_250_byte_class_name_before_making_any_image(tmp_path, 
                                 "--scheduler", "ddim", "--num_inference_steps", 1], capsys)
     assert_one_line(code, last, "--pipeline", "250 bytes")
     assert not (tmp_path / "s").exists()
+
+
+# ------------------------------------------------------------------- refused up front, leaving nothing behind
+
+
+def test_multi_gpu_on_cpus_is_refused_before_any_copy_writes(eval_inputs, tiny_dataset, tmp_path, capsys, monkeypatch):
+    """``accelerate launch --multi_gpu --num_processes 2`` without GPUs: each copy sees WORLD_SIZE=2 but no process
+    group (accelerate makes it process 0 of 1). Here: this process, with WORLD_SIZE=2 and no group."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    pipe = save_pipeline_with(tmp_path / "pipe", ["a", "b"])
+    runs = {"sample": ["--pipeline", pipe, "--output_dir", tmp_path / "out", "--num_per_class", 1,
+                       "--scheduler", "ddim", "--num_inference_steps", 1],
+            "evaluate": evaluate_argv(eval_inputs, tmp_path / "out"),
+            "train_ddpm": ["--dataset", tiny_dataset, "--output_dir", tmp_path / "out", "--preset", "tiny",
+                           "--epochs", 1, "--validation_steps", 0],
+            "train_oracle": ["--dataset", tiny_dataset, "--output_dir", tmp_path / "out", "--model", "test_resnet",
+                             "--epochs", 1],
+            "preprocess": ["--input_dir", tmp_path / "pipe", "--output_dir", tmp_path / "out", "--detector", "none"]}
+    before = files(tmp_path)
+    for script, argv in runs.items():
+        code, last = cli(script, argv, capsys)
+        if script == "preprocess":
+            assert_one_line(code, last, "preprocess.py runs as one process")
+        else:
+            assert_one_line(code, last, "accelerate launch started 2 processes", "--cpu")
+        assert files(tmp_path) == before and not (tmp_path / "out").exists(), script
+
+
+def test_train_oracle_compare_checks_model_names_before_making_folders(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "runs" / "cmp"
+    out.mkdir(parents=True)
+    for bad in ("../escaped", "not_a_model"):
+        code, last = cli("train_oracle", ["--dataset", tiny_dataset, "--output_dir", out, "--compare", "resnet18", bad],
+                         capsys)
+        assert_one_line(code, last, f"--compare {bad!r}: not a timm model name")
+        assert sorted(p.name for p in (tmp_path / "runs").rglob("*")) == ["cmp"]  # no folder in or beside it
+
+
+@pytest.mark.parametrize("script, flag", [("preprocess", "--resolutions"), ("train_ddpm", "--resolution"),
+                                          ("train_oracle", "--resolution"), ("evaluate", "--resolution")])
+def test_resolution_outside_the_range_is_refused_by_argparse(script, flag, capsys):
+    import importlib
+
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as stop:
+        module.parse_args(["--output_dir", "x", *(["--input_dir", "x"] if script == "preprocess" else []), flag,
+                           "20000"])
+    assert stop.value.code == 2
+    assert f"argument {flag}: 20000 px is outside the range kface accepts, 8 to 1024" in capsys.readouterr().err
+
+
+def test_disk_full_is_one_line_naming_the_file(eval_inputs, tmp_path, capsys, monkeypatch):
+    import errno
+
+    real_write = Path.write_bytes
+
+    def full(self, data):
+        if self.name.startswith(".metrics.json."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    code, last = cli("evaluate", evaluate_argv(eval_inputs, tmp_path / "eval"), capsys)
+    assert_one_line(code, last, "No space left on device", "metrics.json", "free some space")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the half-made result went with the error

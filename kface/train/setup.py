@@ -11,6 +11,7 @@ import torch
 
 from ..data.augment import image_transform
 from ..utils.errors import InputError
+from ..utils.outputs import require_one_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def build_accelerator(output_dir, seed: int, mixed_precision: str | None = None,
         # the permutation of epoch e depends only on (seed, e): a mid-epoch resume skips the right batches
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
     )
+    require_one_process_group(accelerator.num_processes)  # before anything is written
     set_seed(seed)
     return accelerator
 

@@ -6,10 +6,14 @@ the file and the fix, never a command-line flag, because a caller from Python ne
 boundary, and ``run_cli`` prints either as one line on stderr with exit status 2, never a traceback.
 """
 
+import errno
 import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device; disk quota exceeded
 
 
 class KfaceError(Exception):
@@ -45,6 +49,13 @@ def run_cli(main, args) -> None:
         if made is not None:
             _remove_empty_folders(Path(args.output_dir), made)
         sys.stderr.write(f"error: {err}\n")
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        where = f"writing {err.filename}" if err.filename else "writing the output"
+        sys.stderr.write(f"error: {err.strerror} ({where}); free some space, or choose an --output_dir on a disk "
+                         "that has it, and rerun (a rerun resumes where the script can)\n")
         sys.exit(2)
 
 

@@ -12,7 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import KfaceError
+from .errors import DISK_FULL, KfaceError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -29,9 +29,11 @@ def atomic_path(path):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            raise OSError(err.errno, err.strerror, str(path)) from err  # name the file the user will look for
         raise
 
 

@@ -106,3 +106,32 @@ def refuse_inputs_inside(output_dir, inputs: dict, flag: str = "--output_dir") -
                 where = "is" if source == out else "contains"
                 raise KfaceError(f"{flag} {output_dir} {where} {input_flag} {path}; a run there could overwrite or "
                                  f"delete its own input: choose an {flag} outside it")
+
+
+def launched_processes() -> int:
+    """How many copies of the script ``accelerate launch`` (or torchrun) started: its ``WORLD_SIZE``, else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def require_single_process(script: str, hint: str) -> None:
+    """For a script that runs as one process (it writes one output folder, and has its own ``hint`` for
+    parallel work): a :class:`KfaceError` when it was launched as several, which would race on that folder."""
+    if launched_processes() > 1:
+        raise KfaceError(f"{script} runs as one process (it writes one output folder); {hint}, "
+                         "not accelerate launch --num_processes")
+
+
+def require_one_process_group(num_processes: int) -> None:
+    """A :class:`KfaceError` when the launched copies did not form one process group of ``num_processes``.
+
+    ``accelerate launch --multi_gpu --num_processes 2`` on a machine without GPUs starts two copies that each
+    find no process group and run as process 0 of 1: both would write the same output folder at once.
+    """
+    launched = launched_processes()
+    if launched != num_processes:
+        raise KfaceError(f"accelerate launch started {launched} processes, but each runs alone (process 0 of "
+                         f"{num_processes}) and all would write the same --output_dir at once; without GPUs "
+                         f"launch with --cpu (accelerate launch --cpu --num_processes {launched} ...), or run one process")

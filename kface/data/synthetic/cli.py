@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ...utils.errors import KfaceError, cli_flag
 from ...utils.io import check_writable_dir
-from ...utils.outputs import keep_or_replace
+from ...utils.outputs import keep_or_replace, require_single_process
 from .dataset import broken_rule, generate
 from .identity import DEFAULT_DISTINCTNESS
 
@@ -64,6 +64,7 @@ def check_flags(options: dict) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    require_single_process("python -m kface.data.synthetic", "use --num_workers for parallel rendering")
     options = generate_options(args)
     check_flags(options)
     out = Path(args.output_dir)
