@@ -42,7 +42,7 @@ from kface.utils.args import (add_hub_args, add_overwrite_arg, non_negative_int,
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import require_repo_id
 from kface.utils.io import check_can_create
-from kface.utils.outputs import keep_or_replace, refuse_inputs_inside, require_one_process_group
+from kface.utils.outputs import keep_or_replace, refuse_inputs_inside, refuse_working_dir, require_one_process_group
 
 logger = get_logger(__name__)
 
@@ -89,6 +89,7 @@ def check_args(args) -> None:
     refuse_inputs_inside(args.output_dir, {"--samples": args.samples, "--dataset": args.dataset, "--oracle": args.oracle,
                                            "--inception_weights": args.inception_weights,
                                            "--lpips_backbone": args.lpips_backbone})
+    refuse_working_dir(args.output_dir)
     check_can_create(args.output_dir, "--output_dir")  # made only when the result is ready: a refused run leaves none
     # The result is published as one unit (kface.eval.report.write_outputs): the old one stays whole until then.
     keep_or_replace(args.output_dir, ["metrics.json"], args.overwrite, remove=False)

@@ -242,7 +242,7 @@ def test_multi_gpu_on_cpus_is_refused_before_any_copy_writes(eval_inputs, tiny_d
         if script == "preprocess":
             assert_one_line(code, last, "preprocess.py runs as one process")
         else:
-            assert_one_line(code, last, "accelerate launch started 2 processes", "--cpu")
+            assert_one_line(code, last, "accelerate launch started 2 processes", "ACCELERATE_USE_CPU=1 torchrun")
         assert files(tmp_path) == before and not (tmp_path / "out").exists(), script
 
 
@@ -283,3 +283,13 @@ def test_disk_full_is_one_line_naming_the_file(eval_inputs, tmp_path, capsys, mo
     code, last = cli("evaluate", evaluate_argv(eval_inputs, tmp_path / "eval"), capsys)
     assert_one_line(code, last, "No space left on device", "metrics.json", "free some space")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # the half-made result went with the error
+
+
+def test_evaluate_refuses_the_current_folder_it_would_move(eval_inputs, tmp_path, capsys, monkeypatch):
+    (tmp_path / "work" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work" / "sub")
+    before = files(tmp_path)
+    for out in (".", "..", str(tmp_path / "work" / "sub")):
+        code, last = cli("evaluate", evaluate_argv(eval_inputs, out), capsys)
+        assert_one_line(code, last, f"--output_dir {out} is (or holds) the current folder")
+    assert files(tmp_path) == before and (tmp_path / "work" / "sub").is_dir()

@@ -82,7 +82,8 @@ def check_can_create(path, flag: str) -> Path:
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
-        raise KfaceError(f"{flag} {path}: {probe_dir} is a file, so no folder can be made there; choose another")
+        raise KfaceError(f"{flag} {path} is not writable ({probe_dir} is a file, not a folder); choose a folder you "
+                         "can write to")
     try:
         tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".write-probe-", delete=True).close()
     except OSError as err:

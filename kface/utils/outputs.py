@@ -108,6 +108,15 @@ def refuse_inputs_inside(output_dir, inputs: dict, flag: str = "--output_dir") -
                                  f"delete its own input: choose an {flag} outside it")
 
 
+
+def refuse_working_dir(output_dir, flag: str = "--output_dir") -> None:
+    """A :class:`KfaceError` when ``output_dir`` is the current folder or holds it: a script that publishes its
+    output folder as a whole (one rename) would move the folder the user works in."""
+    out, cwd = Path(os.path.realpath(output_dir)), Path(os.path.realpath(os.getcwd()))
+    if out == cwd or out in cwd.parents:
+        raise KfaceError(f"{flag} {output_dir} is (or holds) the current folder, and the result replaces "
+                         f"{flag} as a whole; give a folder of its own, e.g. {flag} eval")
+
 def launched_processes() -> int:
     """How many copies of the script ``accelerate launch`` (or torchrun) started: its ``WORLD_SIZE``, else 1."""
     try:
@@ -133,5 +142,6 @@ def require_one_process_group(num_processes: int) -> None:
     launched = launched_processes()
     if launched != num_processes:
         raise KfaceError(f"accelerate launch started {launched} processes, but each runs alone (process 0 of "
-                         f"{num_processes}) and all would write the same --output_dir at once; without GPUs "
-                         f"launch with --cpu (accelerate launch --cpu --num_processes {launched} ...), or run one process")
+                         f"{num_processes}) and all would write the same --output_dir at once; without GPUs run one "
+                         f"process (accelerate launch --num_processes 1), or for {launched} CPU processes "
+                         f"ACCELERATE_USE_CPU=1 torchrun --nproc_per_node {launched} <script> ...")
