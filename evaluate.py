@@ -86,8 +86,8 @@ def check_args(args) -> None:
     for flag in ("samples", "dataset", "oracle", "output_dir"):
         if not getattr(args, flag):
             raise KfaceError(f"--{flag} is required (see python evaluate.py --help)")
-    refuse_inputs_inside(args.output_dir, {"--samples": args.samples, "--dataset": args.dataset, "--oracle": args.oracle,
-                                           "--inception_weights": args.inception_weights,
+    refuse_inputs_inside(args.output_dir, {"--samples": args.samples, "--dataset": args.dataset,
+                                           "--oracle": args.oracle, "--inception_weights": args.inception_weights,
                                            "--lpips_backbone": args.lpips_backbone})
     refuse_working_dir(args.output_dir)
     check_can_create(args.output_dir, "--output_dir")  # made only when the result is ready: a refused run leaves none

@@ -78,7 +78,18 @@ def check_args(args) -> None:
     # an interrupted run resumes from <output_dir>.incomplete/; a finished one is kept unless --overwrite, and
     # then replaced only when the new one is complete (publish_dir)
     keep_or_replace(out, ["*"], args.overwrite, remove=False, holds="a finished result")
+    check_staging(staging_dir(out))
     check_writable_dir(out.parent if str(out.parent) else Path("."), "--output_dir")
+
+
+def check_staging(staging: Path) -> None:
+    """``<output_dir>.incomplete`` is resumed and then becomes ``--output_dir``: a folder of that name that is not
+    an interrupted preprocess.py run (no detection cache, no exported Hub rows) is the user's, and is left alone."""
+    if staging.is_dir() and any(staging.iterdir()) and not ((staging / pp.CACHE_NAME).exists()
+                                                             or (staging / "hub_raw").is_dir()):
+        raise KfaceError(f"--output_dir: {staging} exists but is not an interrupted preprocess.py run (no "
+                         f"{pp.CACHE_NAME}), and a run would build its result there; move it, or choose another "
+                         "--output_dir")
 
 
 def source_flag(args) -> str:

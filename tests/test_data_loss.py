@@ -293,3 +293,15 @@ def test_evaluate_refuses_the_current_folder_it_would_move(eval_inputs, tmp_path
         code, last = cli("evaluate", evaluate_argv(eval_inputs, out), capsys)
         assert_one_line(code, last, f"--output_dir {out} is (or holds) the current folder")
     assert files(tmp_path) == before and (tmp_path / "work" / "sub").is_dir()
+
+
+def test_preprocess_leaves_a_users_folder_named_like_its_staging_folder_alone(tmp_path, capsys):
+    raw = photo_folder(tmp_path / "raw", {"a": 6, "b": 6})
+    mine = user_folder(tmp_path / "data.incomplete")
+    (tmp_path / "data.incomplete" / "crops").mkdir()  # a name preprocess.py deletes from its staging folder
+    (tmp_path / "data.incomplete" / "crops" / "keep.png").write_bytes(b"mine")
+    mine = files(tmp_path / "data.incomplete")
+    code, last = cli("preprocess", ["--input_dir", raw, "--output_dir", tmp_path / "data", "--detector", "none",
+                                    "--num_workers", 0, "--resolutions", 32], capsys)
+    assert_one_line(code, last, "data.incomplete exists but is not an interrupted preprocess.py run")
+    assert files(tmp_path / "data.incomplete") == mine and not (tmp_path / "data").exists()
