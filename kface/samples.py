@@ -24,6 +24,7 @@ import torch
 
 from . import __version__
 from .data.datasets import ImageSet, stack_images
+from .data.preprocess.decode import to_rgb8
 from .utils import names as names_mod
 from .utils.errors import InputError
 from .utils.hub import is_hub_id
@@ -179,7 +180,7 @@ class BoundedWriter:
 def read_images(out: Path, folder: str, seeds) -> np.ndarray:
     from PIL import Image
 
-    return np.stack([np.asarray(Image.open(image_path(out, folder, s)).convert("RGB")) for s in seeds])
+    return np.stack([np.asarray(to_rgb8(Image.open(image_path(out, folder, s)))) for s in seeds])
 
 
 def write_grids(out: Path, class_ids: list[int], folders: list[str], seed: int, num_per_class: int) -> None:
@@ -234,7 +235,7 @@ def _read_png(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+            return np.asarray(to_rgb8(img)).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError) as err:  # a stray file, or a PNG cut short by a crash
         raise InputError(f"{path}: not a readable image ({err}); delete it and rerun the same "
                          "sample.py command to regenerate it") from None

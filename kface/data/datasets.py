@@ -146,6 +146,8 @@ def read_dataset_split(ds_or_path, split: str | None):
 
     from kface.utils.errors import InputError
 
+    from .preprocess.decode import to_rgb8  # 16-bit scaled, transparency on white: as preprocess.py reads photos
+
     if not hasattr(ds_or_path, "features"):
         from datasets import load_from_disk
 
@@ -156,7 +158,7 @@ def read_dataset_split(ds_or_path, split: str | None):
     where = f"split {split}" if split else f"dataset {ds_or_path}"
     if "image" not in ds.column_names or not isinstance(ds.features.get("label"), ClassLabel):
         raise InputError(f"{where}: needs an 'image' column and a ClassLabel 'label' column (has {ds.column_names})")
-    images = [np.asarray(img.convert("RGB")).transpose(2, 0, 1) for img in ds["image"]]
+    images = [np.asarray(to_rgb8(img)).transpose(2, 0, 1) for img in ds["image"]]
     return ImageSet(stack_images(images, where), np.asarray(ds["label"], dtype=np.int64),
                     list(ds.features["label"].names), fingerprint=str(getattr(ds, "_fingerprint", "")))
 
