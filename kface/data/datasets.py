@@ -99,6 +99,28 @@ def check_columns(ds, name: str) -> None:
         if not isinstance(d.features["label"], ClassLabel):
             raise InputError(f"{name}: column 'label' of split '{split}' is not a ClassLabel; "
                              "cast it with ds.cast_column('label', ClassLabel(names=[...]))")
+    check_split_classes(ds, name)
+
+
+def check_split_classes(ds, name: str) -> None:
+    """Every split's ClassLabel lists the same names in the same order: a label is an index into those names, so
+    a test split whose names come in another order would score every correct prediction as wrong."""
+    splits = list(ds)
+    ref = list(ds[splits[0]].features["label"].names)
+    for split in splits[1:]:
+        names = list(ds[split].features["label"].names)
+        if names == ref:
+            continue
+        if sorted(names) == sorted(ref):
+            moved = [f"{n!r} is {ref.index(n)} in '{splits[0]}' but {i} in '{split}'" for i, n in enumerate(names)
+                     if ref.index(n) != i]
+            detail = f"the same names in another order ({'; '.join(moved[:3])}{'; ...' if len(moved) > 3 else ''})"
+        else:
+            detail = (f"only in '{splits[0]}': {[n for n in ref if n not in names][:5]}, only in '{split}': "
+                      f"{[n for n in names if n not in ref][:5]}")
+        raise InputError(f"{name}: the label ClassLabel of split '{split}' differs from '{splits[0]}': {detail}; "
+                         f"map '{split}' onto '{splits[0]}' (ds['{split}'].align_labels_with_mapping(label2id, "
+                         "'label') with the ids of '{splits[0]}') and save the dataset again")
 
 
 def class_names(ds) -> list[str]:
