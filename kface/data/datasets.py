@@ -43,8 +43,10 @@ def load_image_dataset(path_or_id: str, resolution: int | None = None):
             ds = load_from_disk(str(path))
         except IndexError:  # datasets cannot read back a split saved without rows (no data files)
             if not (empty := empty_saved_splits(path)):
-                raise
+                raise damaged_dataset(path, "a split without its data files") from None
             raise InputError(f"{path}: the '{empty[0]}' split is empty; give a dataset with images in it") from None
+        except Exception as err:  # a split's state.json missing, an .arrow file cut short, a foreign folder
+            raise damaged_dataset(path, f"{type(err).__name__}: {_first_line(err)}") from None
     else:
         if not is_hub_id(path_or_id):
             raise InputError(f"{path_or_id} does not exist; give a folder from preprocess.py or a Hub id (owner/name)")
@@ -53,6 +55,16 @@ def load_image_dataset(path_or_id: str, resolution: int | None = None):
         raise InputError(f"{path_or_id} holds a single Dataset; save a DatasetDict with train and test splits")
     check_columns(ds, name=str(path_or_id))
     return ds
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def damaged_dataset(path, reason: str) -> InputError:
+    return InputError(f"{path}: the saved DatasetDict cannot be read ({reason}); it is damaged or incomplete: "
+                      "write it again (rerun preprocess.py, or save_to_disk)")
 
 
 def _resolution_hint(path: Path, resolution: int | None) -> str:
@@ -120,7 +132,7 @@ def check_split_classes(ds, name: str) -> None:
                       f"{[n for n in names if n not in ref][:5]}")
         raise InputError(f"{name}: the label ClassLabel of split '{split}' differs from '{splits[0]}': {detail}; "
                          f"map '{split}' onto '{splits[0]}' (ds['{split}'].align_labels_with_mapping(label2id, "
-                         "'label') with the ids of '{splits[0]}') and save the dataset again")
+                         f"'label') with the ids of '{splits[0]}') and save the dataset again")
 
 
 def class_names(ds) -> list[str]:
@@ -173,7 +185,10 @@ def read_dataset_split(ds_or_path, split: str | None):
     if not hasattr(ds_or_path, "features"):
         from datasets import load_from_disk
 
-        loaded = load_from_disk(str(ds_or_path))
+        try:
+            loaded = load_from_disk(str(ds_or_path))
+        except Exception as err:  # state.json missing, a truncated .arrow
+            raise damaged_dataset(ds_or_path, f"{type(err).__name__}: {_first_line(err)}") from None
         ds = loaded if split is None else loaded[split]
     else:
         ds = ds_or_path
