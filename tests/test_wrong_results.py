@@ -330,3 +330,25 @@ def test_json_outputs_hold_null_instead_of_nan_or_infinity(tmp_path):
 
     assert json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse) == {
         "fd": None, "rca": None, "ok": 0.5, "per_class": [1.0, None], "n": 3}
+
+
+# ------------------------------------------------------------------------------ damaged visual-metric weights
+
+
+def test_damaged_inception_and_lpips_weights_skip_those_metrics_and_keep_the_identity_ones(tmp_path, capsys):
+    ds = tmp_path / "ds"
+    make_tiny_dataset(ds, num_classes=4, train_per_class=2, test_per_class=2)
+    samples = write_samples(tmp_path / "s", NAMES)
+    oracle = small_oracle(tmp_path / "oracle", NAMES)
+    inception, backbone = tmp_path / "inception.pt", tmp_path / "alexnet.pth"
+    inception.write_bytes(b"PK\x03\x04 cut short")  # a zip (torchscript) header, then nothing
+    backbone.write_bytes(b"\x80\x02 cut short")  # a pickle header, then nothing
+    argv = [a for a in evaluate_argv(samples, ds, oracle, tmp_path / "e") if a != "--no_visual"]
+    code, last = cli("evaluate", [*argv, "--inception_weights", inception, "--lpips_backbone", backbone], capsys)
+    assert code == 0, last
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert 0.0 <= metrics["identity"]["accuracy_real"] <= 1.0  # the identity metrics are written
+    visual = metrics["visual"]
+    for key in ("fid", "kid", "inception_score"):
+        assert "cannot be loaded" in visual[key]["skipped"] and "inception.pt" in visual[key]["skipped"]
+    assert "cannot be loaded" in visual["lpips"]["skipped"] and "alexnet.pth" in visual["lpips"]["skipped"]
