@@ -155,9 +155,17 @@ def read_manifest(out: Path) -> dict:
         raise InputError(f"{err}; {MANIFEST_HINT}") from None
 
 
-def requested(manifest: dict) -> dict:
-    """What a sample.py command asked a folder for beyond its settings: the classes and how many of each."""
-    return {"--classes": sorted(c["id"] for c in manifest["classes"]), "--num_per_class": manifest["num_per_class"]}
+def dropped_by(old: dict, new: dict) -> list[str]:
+    """What a new request (``new``, a manifest) would stop listing of the images ``old`` lists, flag by flag: fewer
+    classes or fewer images per class. More of either extends the set, and every old image stays listed."""
+    old_ids, new_ids = sorted(c["id"] for c in old["classes"]), sorted(c["id"] for c in new["classes"])
+    diff = []
+    if not set(old_ids) <= set(new_ids):
+        diff.append(f"--classes {old_ids} -> {new_ids}")
+    old_n = old.get("num_per_class", max(c["count"] for c in old["classes"]))
+    if new["num_per_class"] < old_n:
+        diff.append(f"--num_per_class {old_n} -> {new['num_per_class']}")
+    return diff
 
 
 def check_manifest(out: Path, settings: dict, manifest: dict | None = None) -> dict:
@@ -175,12 +183,10 @@ def check_manifest(out: Path, settings: dict, manifest: dict | None = None) -> d
     if diff:  # mixing them would corrupt the set
         raise refusal(out, f"samples made with other settings ({'; '.join(diff)})",
                       "rerun with those settings to resume it")
-    if manifest is not None and "num_per_class" in old:
-        before, now = requested(old), requested(manifest)
-        diff = [f"{flag} {before[flag]} -> {now[flag]}" for flag in before if before[flag] != now[flag]]
-        if diff:  # rewriting the manifest would orphan the other classes' images
-            raise refusal(out, f"samples of another request ({'; '.join(diff)})",
-                          "rerun with the same --classes and --num_per_class to resume it")
+    if manifest is not None and (diff := dropped_by(old, manifest)):
+        # rewriting the manifest would leave images it no longer lists: never removed, never read
+        raise refusal(out, f"samples of another request ({'; '.join(diff)})",
+                      "rerun with the same (or more) --classes and --num_per_class to resume or extend it")
     return old
 
 
@@ -191,11 +197,25 @@ def manifest_entries(out: Path) -> list[str]:
     own ``grids/`` or ``dataset/`` beside no manifest is theirs). Only plain child names: a damaged or hostile
     manifest (``..``, ``a/b``) can never make it delete outside ``out``."""
     try:
-        listed = [c["folder"] for c in read_manifest(out)["classes"]]
+        meta = read_manifest(out)
     except InputError:
         return []
+    listed = [c["folder"] for c in meta["classes"]] + _sample_only_folders(out, meta.get("model_class_names"))
     safe = [f for f in listed if f not in ("", ".", "..") and Path(f).name == f and "\\" not in f]
     return [glob.escape(name) for name in [GRIDS, DATASET, *safe, MANIFEST]]
+
+
+def _sample_only_folders(out: Path, model_class_names) -> list[str]:
+    """Folders of the model's other classes that hold nothing but sample PNGs: left by an older sample.py that
+    rewrote the manifest for other ``--classes``. ``--overwrite`` removes them too, so that it never leaves PNGs
+    without a manifest (a folder every later run would refuse)."""
+    try:
+        folders = names_mod.class_folders(list(model_class_names or []), reserved=RESERVED)
+    except (names_mod.UnsafeName, TypeError):
+        return []
+    return [f for f in folders if (out / f).is_dir() and all(
+        p.is_file() and (p.name.endswith(".tmp") or (p.suffix == ".png" and p.stem.isdigit()))
+        for p in (out / f).iterdir())]
 
 
 def remove_partial_files(out: Path) -> int:

@@ -56,6 +56,27 @@ def test_other_classes_into_a_finished_folder_are_refused_and_overwrite_leaves_a
     assert cli("sample", sample_argv(tiny_pipeline, out, "--classes", "2", "3"), capsys)[0] == 0
     assert cli("sample", sample_argv(tiny_pipeline, out, "--num_per_class", "2", "--overwrite"), capsys)[0] == 0
     assert json.loads((out / "samples.json").read_text())["complete"] is True
+    # more classes or more images extend a folder (every image stays listed); fewer images are refused
+    code, last = cli("sample", sample_argv(tiny_pipeline, out, "--num_per_class", "1"), capsys)
+    assert_one_line(code, last, "(--num_per_class 2 -> 1)")
+    assert cli("sample", sample_argv(tiny_pipeline, out, "--num_per_class", "3"), capsys)[0] == 0
+    assert len([p for p in out.glob("*/*.png") if p.parent.name != "grids"]) == 4 * 3
+
+
+def test_overwrite_repairs_a_folder_whose_manifest_an_older_run_rewrote_for_other_classes(
+        tiny_pipeline, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "s"
+    assert cli("sample", sample_argv(tiny_pipeline, out, "--classes", "0", "1"), capsys)[0] == 0
+    meta = json.loads((out / "samples.json").read_text())  # what the older sample.py left: classes 2, 3 listed
+    meta["classes"] = [{"id": c, "name": NAMES[c], "folder": NAMES[c], "seeds": [0, 0], "count": 1} for c in (2, 3)]
+    (out / "samples.json").write_text(json.dumps(meta))
+    (out / "notes.txt").write_text("the user's own file")
+    code, last = cli("sample", sample_argv(tiny_pipeline, out, "--classes", "2", "3", "--overwrite"), capsys)
+    assert code == 0, last
+    # the folders of the model's classes 0 and 1 held nothing but sample PNGs: removed with the rest
+    assert not (out / "0000").exists() and not (out / "0001").exists()
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    assert json.loads((out / "samples.json").read_text())["complete"] is True
 
 
 # ------------------------------------------------------------------------------------------ image modes
