@@ -373,3 +373,27 @@ def test_damaged_inception_and_lpips_weights_skip_those_metrics_and_keep_the_ide
     for key in ("fid", "kid", "inception_score"):
         assert "cannot be loaded" in visual[key]["skipped"] and "inception.pt" in visual[key]["skipped"]
     assert "cannot be loaded" in visual["lpips"]["skipped"] and "alexnet.pth" in visual["lpips"]["skipped"]
+
+
+# ------------------------------------------------------------------------------ metrics.json read back
+
+
+def demo_metrics(w: float = 1.0) -> dict:
+    return {"identity": {"rca": 0.5, "accuracy_gen": 0.4, "accuracy_real": 0.8, "num_gen": 20, "class_names": ["a"]},
+            "samples_meta": {"guidance_scale": w, "scheduler": "ddim", "num_inference_steps": 25}}
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda m: {**m, "samples_meta": {**m["samples_meta"], "guidance_scale": "3"}},
+     "samples_meta: field 'guidance_scale' must be a number, not \"3\""),
+    (lambda m: {**m, "identity": {**m["identity"], "num_gen": None}},
+     "identity: field 'num_gen' must be an integer, not null"),
+    (lambda m: {k: v for k, v in m.items() if k != "samples_meta"}, "field 'samples_meta' is missing"),
+    (lambda m: {"oracles": {"r18": {"identity": {**m["identity"], "rca": "high"}}}, "samples_meta": m["samples_meta"]},
+     "oracles.r18: identity: field 'rca' must be a number or null, not \"high\""),
+])
+def test_an_earlier_metrics_json_with_a_wrong_field_is_one_line(edit, needle, tmp_path, capsys):
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "metrics.json").write_text(json.dumps(edit(demo_metrics())))
+    code, last = cli("kface.demo", ["summary", "--demo_dir", tmp_path, "--evals", tmp_path / "e"], capsys)
+    assert_one_line(code, last, "--evals", needle)
