@@ -119,8 +119,8 @@ MANIFEST_FIELDS = {
     "model_class_names": Field(list, required=False, check=_str_list), "pipeline": Field(str, required=False),
     "scheduler": Field(str, required=False),
 }
-CLASS_FIELDS = {"id": Field(int, minimum=0), "name": Field(str), "folder": Field(str), "seeds": Field(list, check=_seed_pair),
-                "count": Field(int, minimum=1)}
+CLASS_FIELDS = {"id": Field(int, minimum=0), "name": Field(str), "folder": Field(str),
+                "seeds": Field(list, check=_seed_pair), "count": Field(int, minimum=1)}
 MANIFEST_HINT = "fix it, or rerun sample.py into a new folder"
 
 
