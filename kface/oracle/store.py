@@ -39,7 +39,7 @@ def _names(value) -> str | None:
 
 
 # config.json's schema: what load_oracle and the Oracle wrapper read from it
-CONFIG_FIELDS = {"architecture": Field(str), "num_classes": Field(int, minimum=2),
+CONFIG_FIELDS = {"architecture": Field(str), "num_classes": Field(int, minimum=1),
                  "class_names": Field(list, check=_names), "resolution": Field(int, minimum=1),
                  "mean": Field(list, check=_three_numbers), "std": Field(list, check=_three_numbers),
                  "small_input_stem": Field(bool, required=False)}
