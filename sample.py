@@ -98,7 +98,7 @@ def sample_folder(accelerator, pipe, out: Path, *, settings: dict, class_ids: li
     if overwrite:  # kface.utils.outputs' policy: what the folder holds is replaced instead of resumed
         keep_or_replace(out, manifest_entries(out), overwrite=True)
     with cli_flag("--output_dir"):
-        previous = check_manifest(out, settings)  # on every process, so that all of them stop on a mismatch
+        previous = check_manifest(out, settings, manifest)  # on every process: all stop on a mismatch
     check_writable_dir(out, "--output_dir")
     if accelerator.is_main_process:
         if removed := remove_partial_files(out):

@@ -279,7 +279,7 @@ def main(args) -> None:
     unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
     monitor = TrainingMonitor(accelerator)
     checkpointer = Checkpointer(accelerator, out, every=args.checkpointing_steps,
-                                total_limit=args.checkpoints_total_limit, monitor=monitor,
+                                total_limit=args.checkpoints_total_limit, monitor=monitor, class_names=names,
                                 steps_per_epoch=steps_per_epoch(len(loader), 1, args.gradient_accumulation_steps))
     checkpointer.register(lr_scheduler, *([ema] if ema is not None else []))
     with cli_flag("--resume_from_checkpoint"):

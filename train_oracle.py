@@ -245,7 +245,7 @@ def train(args, model_name: str, out: Path) -> dict:
     loaders = dict(zip(loaders, prepared))
     monitor = TrainingMonitor(accelerator)
     ckpt = Checkpointer(accelerator, out, every=args.checkpointing_steps, total_limit=args.checkpoints_total_limit,
-                        monitor=monitor, best=BestWeights(),
+                        monitor=monitor, best=BestWeights(), class_names=names,
                         steps_per_epoch=steps_per_epoch(len(loaders["train"]), 1, args.gradient_accumulation_steps))
     ckpt.register(scheduler)
     with cli_flag("--resume_from_checkpoint"):

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .utils.errors import KfaceError, run_cli
+from .utils.errors import KfaceError, cli_flag, run_cli
 from .utils.io import atomic_path, atomic_write_json, atomic_write_text
 
 
@@ -59,7 +59,10 @@ def load_evaluation(path: Path) -> dict:
     metrics_file = Path(path) / "metrics.json"
     if not metrics_file.exists():
         raise KfaceError(f"--evals {path}: no metrics.json there; run evaluate.py into it first")
-    metrics = json.loads(metrics_file.read_text())
+    from .eval.report import read_metrics  # here: the stage runner stays free of the metrics stack
+
+    with cli_flag("--evals"):
+        metrics = read_metrics(metrics_file)
     metrics["_dir"] = Path(path)
     return metrics
 

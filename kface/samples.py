@@ -12,7 +12,6 @@ their flag (``cli_flag``).
 
 import glob
 import hashlib
-import json
 import logging
 import tempfile
 from collections import deque
@@ -24,11 +23,13 @@ import torch
 
 from . import __version__
 from .data.datasets import ImageSet, stack_images
+from .data.preprocess.decode import to_rgb8
 from .utils import names as names_mod
 from .utils.errors import InputError
 from .utils.hub import is_hub_id
 from .utils.io import atomic_path, atomic_write_json, publish_dir, staging_dir
 from .utils.outputs import refusal
+from .utils.schema import Field, check_fields, field_problem, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -100,33 +101,121 @@ def build_manifest(settings: dict, names: list[str], folders: list[str], class_i
             "complete": complete}
 
 
-def check_manifest(out: Path, settings: dict) -> dict:
-    """Refuse to add images made with other settings to an existing samples folder; its manifest, or {}."""
+def _seed_pair(value) -> str | None:
+    if len(value) != 2 or any(field_problem(s, Field(int, minimum=0)) for s in value) or value[1] < value[0]:
+        return f"must be [first, last], two integers with 0 <= first <= last, not {value}"
+    return None
+
+
+def _str_list(value) -> str | None:
+    return None if all(isinstance(v, str) for v in value) else "must list strings"
+
+
+# The manifest's schema: the fields every reader relies on. Fields not listed here are informative.
+MANIFEST_FIELDS = {
+    "complete": Field(bool), "classes": Field(list), "seed": Field(int, required=False, minimum=0),
+    "num_per_class": Field(int, required=False, minimum=1), "guidance_scale": Field(float, required=False),
+    "num_inference_steps": Field(int, required=False, minimum=1), "resolution": Field(int, required=False, minimum=1),
+    "model_class_names": Field(list, required=False, check=_str_list), "pipeline": Field(str, required=False),
+    "scheduler": Field(str, required=False),
+}
+CLASS_FIELDS = {"id": Field(int, minimum=0), "name": Field(str), "folder": Field(str),
+                "seeds": Field(list, check=_seed_pair), "count": Field(int, minimum=1)}
+MANIFEST_HINT = "fix it, or rerun sample.py into a new folder"
+
+
+def check_manifest_fields(meta, where) -> dict:
+    """``meta`` if it follows the manifest's schema (``MANIFEST_FIELDS``, each class ``CLASS_FIELDS``, ``count``
+    = the number of seeds); otherwise one :class:`InputError` naming ``where`` and the wrong field."""
+    check_fields(meta, MANIFEST_FIELDS, where)
+    if not meta["classes"]:
+        raise InputError(f"{where}: field 'classes' is empty; it lists the classes sampled")
+    for i, c in enumerate(meta["classes"]):
+        check_fields(c, CLASS_FIELDS, f"{where}: classes[{i}]")
+        first, last = c["seeds"]
+        if c["count"] != last - first + 1:
+            raise InputError(f"{where}: classes[{i}] field 'count' is {c['count']} but 'seeds' {c['seeds']} "
+                             f"name {last - first + 1} images")
+        if "num_per_class" in meta and c["count"] != meta["num_per_class"]:
+            raise InputError(f"{where}: classes[{i}] field 'count' is {c['count']}, not num_per_class "
+                             f"{meta['num_per_class']}")
+    ids = [c["id"] for c in meta["classes"]]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"{where}: field 'classes' lists a class id twice ({sorted(ids)})")
+    return meta
+
+
+def read_manifest(out: Path) -> dict:
+    """``<out>/samples.json``, checked against the manifest's schema (one line naming the wrong field)."""
+    path = Path(out) / MANIFEST
+    meta = read_json(path, hint=MANIFEST_HINT)
+    try:
+        return check_manifest_fields(meta, path)
+    except InputError as err:
+        raise InputError(f"{err}; {MANIFEST_HINT}") from None
+
+
+def dropped_by(old: dict, new: dict) -> list[str]:
+    """What a new request (``new``, a manifest) would stop listing of the images ``old`` lists, flag by flag: fewer
+    classes or fewer images per class. More of either extends the set, and every old image stays listed."""
+    old_ids, new_ids = sorted(c["id"] for c in old["classes"]), sorted(c["id"] for c in new["classes"])
+    diff = []
+    if not set(old_ids) <= set(new_ids):
+        diff.append(f"--classes {old_ids} -> {new_ids}")
+    old_n = old.get("num_per_class", max(c["count"] for c in old["classes"]))
+    if new["num_per_class"] < old_n:
+        diff.append(f"--num_per_class {old_n} -> {new['num_per_class']}")
+    return diff
+
+
+def check_manifest(out: Path, settings: dict, manifest: dict | None = None) -> dict:
+    """Refuse to add images made with other settings, or for other classes or counts (``manifest``: this run's),
+    to an existing samples folder; its manifest, or {}. A folder is only ever resumed by the command that
+    started it, so its manifest always lists every image there (what ``--overwrite`` removes)."""
     path = out / MANIFEST
     if not path.is_file():
         if any(out.glob("*/*.png")):
             raise InputError(f"{out} holds PNGs but no {MANIFEST}: not a sample.py folder; "
                              "choose an empty or new folder")
         return {}
-    old = json.loads(path.read_text())
+    old = read_manifest(out)
     diff = [f"{k} {old.get(k)!r} -> {settings[k]!r}" for k in SETTINGS_KEYS if old.get(k) != settings[k]]
     if diff:  # mixing them would corrupt the set
         raise refusal(out, f"samples made with other settings ({'; '.join(diff)})",
                       "rerun with those settings to resume it")
+    if manifest is not None and (diff := dropped_by(old, manifest)):
+        # rewriting the manifest would leave images it no longer lists: never removed, never read
+        raise refusal(out, f"samples of another request ({'; '.join(diff)})",
+                      "rerun with the same (or more) --classes and --num_per_class to resume or extend it")
     return old
 
 
 def manifest_entries(out: Path) -> list[str]:
-    """Glob patterns of what a samples folder's manifest says it made (the manifest, grids, dataset and the
-    class folders it lists): what ``--overwrite`` replaces. Only plain child names: a damaged or hostile
+    """Glob patterns of what a samples folder's manifest says it made (grids, dataset, the class folders it
+    lists, and the manifest itself, last: an interrupted ``--overwrite`` still leaves a manifest that lists what
+    remains): what ``--overwrite`` replaces. Nothing unless the folder holds a valid kface manifest (a user's
+    own ``grids/`` or ``dataset/`` beside no manifest is theirs). Only plain child names: a damaged or hostile
     manifest (``..``, ``a/b``) can never make it delete outside ``out``."""
     try:
-        listed = [c.get("folder") for c in json.loads((out / MANIFEST).read_text()).get("classes", [])]
-    except (OSError, ValueError, AttributeError):
-        listed = []
-    safe = [f for f in listed if isinstance(f, str) and f not in ("", ".", "..") and Path(f).name == f
-            and "\\" not in f]
-    return [glob.escape(name) for name in [MANIFEST, GRIDS, DATASET, *safe]]
+        meta = read_manifest(out)
+    except InputError:
+        return []
+    listed = [c["folder"] for c in meta["classes"]] + _sample_only_folders(out, meta.get("model_class_names"))
+    safe = [f for f in listed if f not in ("", ".", "..") and Path(f).name == f and "\\" not in f]
+    return [glob.escape(name) for name in [GRIDS, DATASET, *safe, MANIFEST]]
+
+
+def _sample_only_folders(out: Path, model_class_names) -> list[str]:
+    """Folders of the model's other classes that hold nothing but sample PNGs: left by an older sample.py that
+    rewrote the manifest for other ``--classes``. ``--overwrite`` removes them too, so that it never leaves PNGs
+    without a manifest (a folder every later run would refuse)."""
+    try:
+        folders = names_mod.class_folders(list(model_class_names or []), reserved=RESERVED)
+    except (names_mod.UnsafeName, TypeError):
+        return []
+    return [f for f in folders if (out / f).is_dir() and all(
+        p.is_file() and (p.name.endswith(".tmp") or (p.suffix == ".png" and p.stem.isdigit()))
+        for p in (out / f).iterdir())]
 
 
 def remove_partial_files(out: Path) -> int:
@@ -179,7 +268,7 @@ class BoundedWriter:
 def read_images(out: Path, folder: str, seeds) -> np.ndarray:
     from PIL import Image
 
-    return np.stack([np.asarray(Image.open(image_path(out, folder, s)).convert("RGB")) for s in seeds])
+    return np.stack([np.asarray(to_rgb8(Image.open(image_path(out, folder, s)))) for s in seeds])
 
 
 def write_grids(out: Path, class_ids: list[int], folders: list[str], seed: int, num_per_class: int) -> None:
@@ -234,28 +323,31 @@ def _read_png(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+            return np.asarray(to_rgb8(img)).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError) as err:  # a stray file, or a PNG cut short by a crash
         raise InputError(f"{path}: not a readable image ({err}); delete it and rerun the same "
                          "sample.py command to regenerate it") from None
 
 
 def _folder_files(root: Path, meta: dict) -> tuple[list[Path], list[int], list[dict]]:
-    classes = sorted(meta.get("classes", []), key=lambda c: int(c["id"]))
-    ids = [int(c["id"]) for c in classes]
-    if not classes or len(set(ids)) != len(ids) or min(ids) < 0:
-        raise InputError(f"{root}: samples.json 'classes' must list each class id (>= 0) once")
+    classes = sorted(meta["classes"], key=lambda c: c["id"])  # read_manifest checked their fields
     check_manifest_folders(root, classes)
     files, labels = [], []
     for c in classes:
-        first, last = (int(s) for s in c["seeds"])
-        expected = [image_path(root, c["folder"], seed) for seed in range(first, last + 1)]
+        first, last = c["seeds"]
+        folder = root / c["folder"]
+        # count the PNGs before listing the expected names: seeds [0, 10**12] must not build 10**12 paths
+        present = sum(1 for _ in folder.glob("*.png")) if folder.is_dir() else 0
+        expected = [image_path(root, c["folder"], seed) for seed in range(first, last + 1)] if present >= c["count"] \
+            else []
         missing = [p.name for p in expected if not p.is_file()]
-        if missing or len(expected) != int(c["count"]):
-            raise InputError(f"{root}: class '{c['name']}' lacks {len(missing)} of {len(expected)} images "
-                             f"(e.g. {c['folder']}/{missing[0] if missing else '?'}); rerun sample.py to finish it")
+        if missing or not expected:
+            lacking = len(missing) if expected else c["count"] - present
+            raise InputError(f"{root}: class '{c['name']}' lacks {lacking} of {c['count']} images "
+                             f"(e.g. {c['folder']}/{missing[0] if missing else f'{first:06d}.png'}); rerun sample.py "
+                             "to finish it")
         files += expected
-        labels += [int(c["id"])] * len(expected)
+        labels += [c["id"]] * len(expected)
     return files, labels, classes
 
 
@@ -301,11 +393,8 @@ def read_samples(path, num_workers: int = 8) -> ImageSet:
 
 def _read_folder(root: Path, num_workers: int) -> ImageSet:
     meta_bytes = (root / MANIFEST).read_bytes()
-    try:
-        meta = json.loads(meta_bytes)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{root / MANIFEST} is not valid JSON ({err})") from None
-    if not meta.get("complete", False):
+    meta = read_manifest(root)
+    if meta["complete"] is not True:
         raise InputError(f"{root}: samples.json says complete=false (an interrupted sample.py run); "
                          "rerun the same sample.py command to finish it")
     files, labels, classes = _folder_files(root, meta)
@@ -313,8 +402,8 @@ def _read_folder(root: Path, num_workers: int) -> ImageSet:
         images = list(pool.map(_read_png, files))
     logger.info("read %d generated images of %d classes from %s", len(files), len(classes), root)
     return ImageSet(stack_images(images, str(root)), np.asarray(labels, dtype=np.int64),
-                    [str(c["name"]) for c in classes], meta, fingerprint_files(meta_bytes, files, root),
-                    class_ids=[int(c["id"]) for c in classes])
+                    [c["name"] for c in classes], meta, fingerprint_files(meta_bytes, files, root),
+                    class_ids=[c["id"] for c in classes])
 
 
 def pipeline_hub_id(samples_meta: dict) -> str | None:

@@ -176,10 +176,10 @@ def test_overwrite_never_follows_a_hostile_manifest_out_of_the_folder(tmp_path):
     victim.mkdir()
     out = tmp_path / "s"
     out.mkdir()
-    (out / "samples.json").write_text(json.dumps({"classes": [
-        {"folder": ".."}, {"folder": "../victim"}, {"folder": "/etc"}, {"folder": "a\\b"}, {"folder": ""},
-        {"folder": 3}, {"folder": "ann[1]"}]}))
+    folders = ["..", "../victim", "/etc", "a\\b", "", "ann[1]"]  # each a string: the manifest's schema holds
+    (out / "samples.json").write_text(json.dumps({"complete": True, "classes": [
+        {"id": i, "name": f"c{i}", "folder": f, "seeds": [0, 0], "count": 1} for i, f in enumerate(folders)]}))
     (out / "ann[1]").mkdir()
-    assert manifest_entries(out) == ["samples.json", "grids", "dataset", "ann[[]1]"]
+    assert manifest_entries(out) == ["grids", "dataset", "ann[[]1]", "samples.json"]
     keep_or_replace(out, manifest_entries(out), overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "victim"] and list(out.iterdir()) == []

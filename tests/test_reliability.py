@@ -343,8 +343,8 @@ def test_sample_pipeline_with_corrupt_unet_weights(damage, tiny_pipeline, tmp_pa
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--guidance_scale", "-1"], "--guidance_scale -1.0: must be >= 0"),
-    (["--guidance_scale", "nan"], "--guidance_scale nan: must be >= 0"),
+    (["--guidance_scale", "-1"], "--guidance_scale -1.0: must be between 0 and 100"),
+    (["--guidance_scale", "nan"], "--guidance_scale nan: must be between 0 and 100"),
     (["--num_per_class", "0"], "--num_per_class 0: must be a positive integer"),
     (["--batch_size", "0"], "--batch_size 0: must be a positive integer"),
     (["--num_inference_steps", "0"], "--num_inference_steps 0: must be a positive integer"),

@@ -128,10 +128,10 @@ def test_train_ddpm_validation_steps_above_the_training_t(tiny_dataset, model_co
 def test_non_finite_guidance(value, tiny_pipeline, tiny_dataset, tmp_path, capsys):  # noqa: F811
     code, last = cli("sample", ["--pipeline", tiny_pipeline, "--output_dir", tmp_path / "s",
                                 "--guidance_scale", "1", value], capsys)
-    assert_one_line(code, last, f"--guidance_scale {value}: must be >= 0 and finite")
+    assert_one_line(code, last, f"--guidance_scale {value}: must be between 0 and 100")
     code, last = cli("train_ddpm", ["--dataset", tiny_dataset, "--output_dir", tmp_path / "o",
                                     "--validation_guidance", value], capsys)
-    assert_one_line(code, last, f"--validation_guidance {value}: must be >= 0 and finite")
+    assert_one_line(code, last, f"--validation_guidance {value}: must be between 0 and 100")
     assert nothing_written(tmp_path / "s") and nothing_written(tmp_path / "o")
 
 

@@ -260,7 +260,7 @@ def test_guidance_sweep_writes_one_folder_each(pipe_dir, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--num_per_class", "0"], "--num_per_class 0: must be a positive integer"),
-    (["--guidance_scale", "-1"], "--guidance_scale -1.0: must be >= 0"),
+    (["--guidance_scale", "-1"], "--guidance_scale -1.0: must be between 0 and 100"),
     (["--classes", "ann", "dan"], r"--classes: unknown class name 'dan'; .* \['ann', 'bob', 'cat'\]"),
     (["--scheduler", "heun"], "--scheduler: scheduler 'heun' is unknown"),
 ])

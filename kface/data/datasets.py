@@ -43,8 +43,10 @@ def load_image_dataset(path_or_id: str, resolution: int | None = None):
             ds = load_from_disk(str(path))
         except IndexError:  # datasets cannot read back a split saved without rows (no data files)
             if not (empty := empty_saved_splits(path)):
-                raise
+                raise damaged_dataset(path, "a split without its data files") from None
             raise InputError(f"{path}: the '{empty[0]}' split is empty; give a dataset with images in it") from None
+        except Exception as err:  # a split's state.json missing, an .arrow file cut short, a foreign folder
+            raise damaged_dataset(path, f"{type(err).__name__}: {_first_line(err)}") from None
     else:
         if not is_hub_id(path_or_id):
             raise InputError(f"{path_or_id} does not exist; give a folder from preprocess.py or a Hub id (owner/name)")
@@ -53,6 +55,16 @@ def load_image_dataset(path_or_id: str, resolution: int | None = None):
         raise InputError(f"{path_or_id} holds a single Dataset; save a DatasetDict with train and test splits")
     check_columns(ds, name=str(path_or_id))
     return ds
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def damaged_dataset(path, reason: str) -> InputError:
+    return InputError(f"{path}: the saved DatasetDict cannot be read ({reason}); it is damaged or incomplete: "
+                      "write it again (rerun preprocess.py, or save_to_disk)")
 
 
 def _resolution_hint(path: Path, resolution: int | None) -> str:
@@ -99,6 +111,28 @@ def check_columns(ds, name: str) -> None:
         if not isinstance(d.features["label"], ClassLabel):
             raise InputError(f"{name}: column 'label' of split '{split}' is not a ClassLabel; "
                              "cast it with ds.cast_column('label', ClassLabel(names=[...]))")
+    check_split_classes(ds, name)
+
+
+def check_split_classes(ds, name: str) -> None:
+    """Every split's ClassLabel lists the same names in the same order: a label is an index into those names, so
+    a test split whose names come in another order would score every correct prediction as wrong."""
+    splits = list(ds)
+    ref = list(ds[splits[0]].features["label"].names)
+    for split in splits[1:]:
+        names = list(ds[split].features["label"].names)
+        if names == ref:
+            continue
+        if sorted(names) == sorted(ref):
+            moved = [f"{n!r} is {ref.index(n)} in '{splits[0]}' but {i} in '{split}'" for i, n in enumerate(names)
+                     if ref.index(n) != i]
+            detail = f"the same names in another order ({'; '.join(moved[:3])}{'; ...' if len(moved) > 3 else ''})"
+        else:
+            detail = (f"only in '{splits[0]}': {[n for n in ref if n not in names][:5]}, only in '{split}': "
+                      f"{[n for n in names if n not in ref][:5]}")
+        raise InputError(f"{name}: the label ClassLabel of split '{split}' differs from '{splits[0]}': {detail}; "
+                         f"map '{split}' onto '{splits[0]}' (ds['{split}'].align_labels_with_mapping(label2id, "
+                         f"'label') with the ids of '{splits[0]}') and save the dataset again")
 
 
 def class_names(ds) -> list[str]:
@@ -160,17 +194,22 @@ def read_dataset_split(ds_or_path, split: str | None):
 
     from kface.utils.errors import InputError
 
+    from .preprocess.decode import to_rgb8  # 16-bit scaled, transparency on white: as preprocess.py reads photos
+
     if not hasattr(ds_or_path, "features"):
         from datasets import load_from_disk
 
-        loaded = load_from_disk(str(ds_or_path))
+        try:
+            loaded = load_from_disk(str(ds_or_path))
+        except Exception as err:  # state.json missing, a truncated .arrow
+            raise damaged_dataset(ds_or_path, f"{type(err).__name__}: {_first_line(err)}") from None
         ds = loaded if split is None else loaded[split]
     else:
         ds = ds_or_path
     where = f"split {split}" if split else f"dataset {ds_or_path}"
     if "image" not in ds.column_names or not isinstance(ds.features.get("label"), ClassLabel):
         raise InputError(f"{where}: needs an 'image' column and a ClassLabel 'label' column (has {ds.column_names})")
-    images = [np.asarray(img.convert("RGB")).transpose(2, 0, 1) for img in ds["image"]]
+    images = [np.asarray(to_rgb8(img)).transpose(2, 0, 1) for img in ds["image"]]
     return ImageSet(stack_images(images, where), np.asarray(ds["label"], dtype=np.int64),
                     list(ds.features["label"].names), fingerprint=str(getattr(ds, "_fingerprint", "")))
 

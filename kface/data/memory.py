@@ -20,6 +20,8 @@ import logging
 
 import torch
 
+from .preprocess.decode import to_rgb8
+
 logger = logging.getLogger(__name__)
 
 
@@ -34,7 +36,7 @@ def decode_split(dataset, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     start = 0
     for rows in dataset.iter(batch_size=1024):
         for k, (img, label) in enumerate(zip(rows["image"], rows["label"])):
-            images[start + k] = transform(img.convert("RGB"))
+            images[start + k] = transform(to_rgb8(img))
             labels[start + k] = int(label)
         start += len(rows["label"])
     return images, labels

@@ -17,6 +17,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..samples import class_ids
+from ..utils.errors import InputError
 
 OUTPUT_TYPES = ("pil", "np", "pt", "uint8")
 
@@ -62,6 +63,10 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
         num_embeds = unet.config.num_class_embeds
         if not num_embeds or num_embeds < 2:
             raise ValueError("unet is not class-conditional: it needs num_class_embeds = num_classes + 1")
+        if isinstance(class_names, str) or (class_names is not None and not all(isinstance(n, str)
+                                                                               for n in class_names)):
+            # list("abc") would make three one-letter classes: a hand-edited model_index.json, not a name list
+            raise ValueError(f"class_names must be a list of strings, not {str(class_names)[:60]!r}")
         class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_embeds - 1)]
         if len(class_names) != num_embeds - 1:
             raise ValueError(f"class_names: {len(class_names)} names for a UNet with {num_embeds - 1} classes "
@@ -99,6 +104,11 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
         if isinstance(generator, list) and len(generator) != len(class_ids):
             raise ValueError(f"generator: {len(generator)} generators for {len(class_ids)} images: give one per image")
         x = self.p_sample_loop(class_ids, guidance_scale, num_inference_steps, generator)
+        if not bool(torch.isfinite(x).all()):  # one sync per batch; NaN would become black PNGs
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+            raise InputError(f"{bad} of {len(x)} images came out non-finite (NaN or inf) at guidance_scale "
+                             f"{guidance_scale:g}; use a smaller guidance scale (1-10 is the usual range), or check "
+                             "the model (a diverged training run)")
         images = (x / 2 + 0.5).clamp(0, 1)
         images = self._convert(images, output_type)
         return ImagePipelineOutput(images=images) if return_dict else (images,)

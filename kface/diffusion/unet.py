@@ -146,7 +146,9 @@ def check_resumed_unet(config_path: Path, unet) -> None:
     error and would go on training another network."""
     if not config_path.is_file():
         return
-    saved = json.loads(config_path.read_text()).get("unet")
+    from ..train.checkpoints import read_training_config
+
+    saved = read_training_config(config_path).get("unet")
     now = json.loads(json.dumps(dict(unet.config)))  # tuples -> lists, as in the saved copy
     changed = sorted(k for k in (saved or {}).keys() | now.keys()
                      if not k.startswith("_") and (saved or {}).get(k) != now.get(k))

@@ -7,7 +7,9 @@ import logging
 from importlib import metadata
 from pathlib import Path
 
+from ..utils.errors import InputError
 from ..utils.io import atomic_write_json, atomic_write_text, staged_result
+from ..utils.schema import Field, check_fields, read_json
 from .plots import save_class_bars, save_confusion_heatmap, save_confusion_pair
 from .tables import (diversity_table, frechet_table, identity_loss_table, oracle_table, shift_section, summary_row,
                      table3, table4)
@@ -20,6 +22,38 @@ OUTPUT_FILES = frozenset({"metrics.json", "report.md", "confusion_real.png", "co
 
 PACKAGES = ("kface", "torch", "torchvision", "timm", "numpy", "scipy", "datasets", "diffusers", "clean-fid",
             "lpips", "huggingface_hub")
+
+
+# metrics.json's schema: what a later reader (the demo's table, a comparison of runs) relies on. A number that
+# could not be computed is null (atomic_write_json writes NaN and inf so).
+SAMPLES_META_FIELDS = {"guidance_scale": Field(float), "scheduler": Field(str),
+                       "num_inference_steps": Field(int, minimum=1)}
+IDENTITY_FIELDS = {"rca": Field((float, type(None))), "accuracy_gen": Field((float, type(None))),
+                   "accuracy_real": Field((float, type(None))), "num_gen": Field(int, minimum=0),
+                   "class_names": Field(list)}
+METRICS_FIELDS = {"samples_meta": Field(dict), "oracles": Field(dict, required=False),
+                  "identity": Field(dict, required=False), "visual": Field(dict, required=False)}
+METRICS_HINT = "rerun evaluate.py with --overwrite into that folder"
+
+
+def read_metrics(path) -> dict:
+    """An earlier evaluate.py run's ``metrics.json`` (``path``: the file or its folder), checked against its
+    schema; one :class:`InputError` naming the file and the wrong field."""
+    path = Path(path)
+    path = path / "metrics.json" if path.is_dir() else path
+    metrics = read_json(path, METRICS_FIELDS, hint=METRICS_HINT)
+    try:
+        check_fields(metrics["samples_meta"], SAMPLES_META_FIELDS, f"{path}: samples_meta")
+        oracles = metrics.get("oracles") or {"identity": metrics}
+        if not isinstance(oracles, dict) or not oracles:
+            raise InputError(f"{path}: field 'oracles' must be an object of one entry per oracle")
+        for name, o in oracles.items():
+            where = f"{path}: oracles.{name}" if "oracles" in metrics else str(path)
+            check_fields(o, {"identity": Field(dict)}, where)
+            check_fields(o["identity"], IDENTITY_FIELDS, f"{where}: identity")
+    except InputError as err:
+        raise InputError(f"{err}; {METRICS_HINT}") from None
+    return metrics
 
 
 def package_versions() -> dict:

@@ -138,7 +138,12 @@ class InceptionDetector(torch.nn.Module):
             raise InputError(f"mode {mode!r}: one of {FID_MODES}")
         self.mode, self.device = mode, torch.device(device)
         path, self.sha256 = inception_file(weights)
-        self.base = torch.jit.load(str(path), map_location=self.device).eval()
+        try:
+            self.base = torch.jit.load(str(path), map_location=self.device).eval()
+        except Exception as err:  # a truncated or foreign file: the identity metrics are already computed
+            raise Unavailable(f"Inception weights {path} cannot be loaded ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:120] if str(err) else ''}); the file is damaged: delete it "
+                              "and download it again") from None
         self.resize = build_resizer(mode)
         self.pytorch_net = self._pytorch_inception() if mode == "legacy_pytorch" else None
 
@@ -237,7 +242,11 @@ def load_lpips(net: str = "alex", *, backbone: str | None = None, device="cpu", 
             f"download {tv_weights.url} into {cached.parent} or give a backbone file"))
     with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=`
         warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
+        try:
+            model = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
+        except Exception as err:  # the lpips package's own linear-layer weights are damaged
+            raise Unavailable(f"the lpips package's {net} weights cannot be loaded ({type(err).__name__}); "
+                              "reinstall lpips (pip install --force-reinstall lpips)") from None
     if backbone:
         _load_backbone(model, net, backbone)
     return model.to(device).eval()
@@ -246,7 +255,13 @@ def load_lpips(net: str = "alex", *, backbone: str | None = None, device="cpu", 
 def _load_backbone(model, net: str, path: str) -> None:
     """Copy a torchvision alexnet/vgg16 state dict's ``features.*`` (all LPIPS uses) into lpips' slices,
     which hold torchvision's ``features[i]`` modules under their original index ``i``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise Unavailable(f"backbone {path} cannot be loaded ({type(err).__name__}); the file is damaged: delete it "
+                          f"and download it again, or give a torchvision {net} state dict") from None
+    if not isinstance(state, dict):
+        raise Unavailable(f"backbone {path}: not a state dict; give a torchvision {net} state dict")
     for slice_ in (m for n, m in model.net.named_children() if n.startswith("slice")):
         for index, module in slice_.named_children():
             for name, param in module.named_parameters():

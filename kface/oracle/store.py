@@ -2,7 +2,6 @@
 loading back from a folder or a Hub id with :func:`load_oracle` and nothing else, the model card, and the
 paper's Table 1 over several oracles."""
 
-import json
 from pathlib import Path
 
 import torch
@@ -10,6 +9,7 @@ import torch
 from ..utils.errors import InputError
 from ..utils.hub import is_hub_id
 from ..utils.io import atomic_path, atomic_write_json
+from ..utils.schema import Field, read_json
 from .model import Oracle, adapt_stem
 
 CONFIG_NAME = "config.json"
@@ -27,6 +27,35 @@ def save_oracle(oracle: Oracle, folder) -> Path:
         save_file(state, str(tmp), metadata={"format": "pt"})
     atomic_write_json(folder / CONFIG_NAME, oracle.config)
     return folder
+
+
+def _three_numbers(value) -> str | None:
+    ok = len(value) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    return None if ok else f"must be three numbers (one per RGB channel), not {str(value)[:40]}"
+
+
+def _names(value) -> str | None:
+    return None if value and all(isinstance(v, str) for v in value) else "must be a non-empty list of strings"
+
+
+# config.json's schema: what load_oracle and the Oracle wrapper read from it
+CONFIG_FIELDS = {"architecture": Field(str), "num_classes": Field(int, minimum=1),
+                 "class_names": Field(list, check=_names), "resolution": Field(int, minimum=1),
+                 "mean": Field(list, check=_three_numbers), "std": Field(list, check=_three_numbers),
+                 "small_input_stem": Field(bool, required=False)}
+CONFIG_HINT = "the oracle folder is damaged: retrain it with train_oracle.py or re-download it"
+
+
+def read_oracle_config(folder) -> dict:
+    """An oracle folder's ``config.json``, checked against ``CONFIG_FIELDS`` (one line naming the wrong field)."""
+    path = Path(folder) / CONFIG_NAME
+    config = read_json(path, CONFIG_FIELDS, hint=CONFIG_HINT)
+    if config["num_classes"] != len(config["class_names"]):
+        raise InputError(f"{path}: field 'num_classes' is {config['num_classes']} but 'class_names' lists "
+                         f"{len(config['class_names'])}; {CONFIG_HINT}")
+    if any(s <= 0 for s in config["std"]):
+        raise InputError(f"{path}: field 'std' must be positive, not {config['std']}; {CONFIG_HINT}")
+    return config
 
 
 def _fetch(path_or_id: str) -> Path:
@@ -56,8 +85,12 @@ def load_oracle(path_or_hub_id, device: str | torch.device = "cpu") -> Oracle:
     from safetensors.torch import load_file
 
     folder = _fetch(str(path_or_hub_id))
-    config = json.loads((folder / CONFIG_NAME).read_text())
-    model = timm.create_model(config["architecture"], pretrained=False, num_classes=config["num_classes"])
+    config = read_oracle_config(folder)
+    try:
+        model = timm.create_model(config["architecture"], pretrained=False, num_classes=config["num_classes"])
+    except RuntimeError as err:  # timm: "Unknown model (...)"
+        raise InputError(f"{folder / CONFIG_NAME}: field 'architecture' {config['architecture']!r} is no timm "
+                         f"model ({err}); {CONFIG_HINT}") from None
     if config.get("small_input_stem"):
         adapt_stem(model, from_pretrained=False)
     try:

@@ -10,7 +10,6 @@ rotation (``total_limit``), the best weights so far (``BestWeights``, saved insi
 that no non-finite value reached the weights before a save, and resuming.
 """
 
-import json
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ import torch
 from ..utils.errors import InputError, KfaceError
 from ..utils.io import atomic_write_json
 from ..utils.outputs import keep_or_replace
+from ..utils.schema import Field, read_json
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "kface_state.json"
@@ -95,7 +95,50 @@ def load_checkpoint(accelerator, checkpoint: Path) -> dict:
             f"checkpoint {checkpoint} could not be loaded ({type(err).__name__}: {err}); "
             "delete it to resume from the one before, or start a new output folder"
         ) from None
-    return json.loads((checkpoint / STATE_FILE).read_text())
+    return read_state(checkpoint)
+
+
+STATE_FIELDS = {"step": Field(int, minimum=0), "skipped_steps": Field(int, required=False, minimum=0),
+                "class_names": Field(list, required=False)}
+
+
+def read_state(checkpoint: Path) -> dict:
+    """A checkpoint's ``kface_state.json``, checked (one line naming the wrong field)."""
+    return read_json(Path(checkpoint) / STATE_FILE, STATE_FIELDS,
+                     hint="delete the checkpoint to resume from the one before, or start a new output folder")
+
+
+def checkpoint_class_names(checkpoint: Path) -> list[str] | None:
+    """The classes a checkpoint was trained on: its own record, else the run's ``training_config.json`` (older
+    train_ddpm.py checkpoints); None when neither says."""
+    names = read_state(checkpoint).get("class_names")
+    config = Path(checkpoint).parent / "training_config.json"
+    if names is None and config.is_file():
+        names = read_training_config(config).get("class_names")
+    return names
+
+
+TRAINING_CONFIG_FIELDS = {"args": Field(dict, required=False), "class_names": Field(list, required=False),
+                          "resolution": Field(int, required=False, minimum=1), "unet": Field(dict, required=False)}
+
+
+def read_training_config(path) -> dict:
+    """A run's ``training_config.json`` (what a resume compares against), checked field by field."""
+    return read_json(path, TRAINING_CONFIG_FIELDS, hint="restore it from the run, or start a new output folder")
+
+
+def _shown(names) -> str:
+    return str(list(names)) if len(names) <= 8 else f"{list(names)[:8]} ... ({len(names)} in all)"
+
+
+def check_checkpoint_classes(checkpoint: Path, class_names: list[str] | None) -> None:
+    """Resuming on another dataset would go on training the checkpoint's classes under the new names."""
+    saved = checkpoint_class_names(checkpoint)
+    if class_names is None or saved is None or list(saved) == list(class_names):
+        return
+    raise InputError(f"{checkpoint.name} was trained on {len(saved)} classes {_shown(saved)} but the dataset has "
+                     f"{len(class_names)} classes {_shown(class_names)}; resume with the dataset it was trained on, "
+                     "or start a new output folder")
 
 
 def checkpoint_due(step: int, steps_per_epoch: int, every: str, epoch_end: bool) -> bool:
@@ -143,8 +186,9 @@ class Checkpointer:
     """
 
     def __init__(self, accelerator, output_dir, *, every: str, total_limit: int | None, steps_per_epoch: int,
-                 monitor=None, best: BestWeights | None = None):
+                 monitor=None, best: BestWeights | None = None, class_names: list[str] | None = None):
         self.accelerator, self.output_dir = accelerator, Path(output_dir)
+        self.class_names = list(class_names) if class_names is not None else None
         self.every, self.total_limit, self.steps_per_epoch = every, total_limit, steps_per_epoch
         self.monitor, self.best = monitor, best
         self.last_saved: int | None = None
@@ -159,6 +203,7 @@ class Checkpointer:
         """Restore ``checkpoint`` (None: a fresh start); its kface state, at least ``step``."""
         if not checkpoint:
             return {"step": 0}
+        check_checkpoint_classes(checkpoint, self.class_names)  # before anything is loaded into the model
         state = load_checkpoint(self.accelerator, checkpoint)
         self.last_saved = int(state["step"])
         if self.monitor is not None:  # the fp16 skip count goes on across the resume
@@ -171,7 +216,9 @@ class Checkpointer:
     def save(self, step: int) -> Path | None:
         if self.monitor is not None:
             self.monitor.check()
-        state = {"skipped_steps": self.monitor.skipped_steps} if self.monitor is not None else None
+        state = {"skipped_steps": self.monitor.skipped_steps} if self.monitor is not None else {}
+        if self.class_names is not None:  # what a resume checks its dataset against
+            state["class_names"] = self.class_names
         self.last_saved = step
         return save_checkpoint(self.accelerator, self.output_dir, step, state=state, total_limit=self.total_limit)
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..data.augment import image_transform
+from ..data.preprocess.decode import to_rgb8
 from ..utils.errors import InputError
 from ..utils.outputs import require_one_process_group
 
@@ -69,7 +70,7 @@ def with_image_transform(dataset, transform):
     """``dataset`` yielding ``{"pixel_values": uint8 CHW, "labels": int}``, transformed on the fly."""
 
     def apply(batch):
-        return {"pixel_values": [transform(img.convert("RGB")) for img in batch["image"]],
+        return {"pixel_values": [transform(to_rgb8(img)) for img in batch["image"]],
                 "labels": list(batch["label"])}
 
     return dataset.with_transform(apply)

@@ -126,11 +126,17 @@ def require_flags(args, **needed: str) -> None:
             raise KfaceError(f"--{name} is required: {what}")
 
 
+# Beyond this a guided sample is saturated noise (the usual range is 1-10), and near float32's limit
+# w * (eps_cond - eps_null) overflows to inf: black images.
+MAX_GUIDANCE = 100.0
+
+
 def check_guidance(values: list[float], flag: str) -> None:
-    """Classifier-free guidance weights: inf or nan would turn every sample into nan."""
+    """Classifier-free guidance weights: inf or nan would turn every sample into nan, a huge one into inf."""
     for w in values:
-        if not 0.0 <= w < math.inf:
-            raise KfaceError(f"{flag} {w}: must be >= 0 and finite (0: unconditional, 1: conditional, >1: guided)")
+        if not 0.0 <= w <= MAX_GUIDANCE:
+            raise KfaceError(f"{flag} {w}: must be between 0 and {MAX_GUIDANCE:g} (0: unconditional, "
+                             "1: conditional, >1: guided; 1-10 is the usual range)")
 
 
 def checkpointing_every(text: str) -> str:

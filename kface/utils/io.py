@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import DISK_FULL, KfaceError
+from .schema import finite_or_none
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -47,7 +48,10 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """``obj`` as standard JSON: a NaN or an infinity (a metric of an empty class, a diverged loss) is written as
+    null, which every JSON reader accepts (Python's own ``NaN``/``-Infinity`` are not JSON)."""
+    text = json.dumps(finite_or_none(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def _json_default(obj):
