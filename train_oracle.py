@@ -55,6 +55,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_args(p)
     add_training_args(p, epochs=30, batch_size=64, learning_rate=1e-3, weight_decay=0.05)
+    # a checkpoint every epoch (model + AdamW state: ~130 MB for ResNet-18, ~250 MB for ResNet-34), so keep two, as
+    # train_ddpm.py keeps three: the newest holds the best weights so far (BestWeights), so the best epoch survives
+    p.set_defaults(checkpoints_total_limit=2)
     g = p.add_argument_group("oracle")
     g.add_argument("--model", default="resnet34", help="timm model name (resnet18, resnet34, ...).")
     g.add_argument("--compare", nargs="+", default=None, metavar="MODEL",

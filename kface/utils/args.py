@@ -174,7 +174,7 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: int = 30, batch_s
     g.add_argument("--checkpointing_steps", type=checkpointing_every, default="epoch",
                    help="Save a resumable checkpoint every N optimiser steps, or every 'epoch'.")
     g.add_argument("--checkpoints_total_limit", type=positive_int, default=None,
-                   help="Keep only the newest N checkpoints.")
+                   help="Keep only the newest N checkpoints (default: %(default)s).")
     g.add_argument("--resume_from_checkpoint", default=None,
                    help="'latest' or a checkpoint-<step> folder in --output_dir.")
     add_overwrite_arg(g)
