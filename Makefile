@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_EVALUATE_OFFLINE=1 HF_DATASETS_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=3
 DEMO_DIR ?= demo_output
 
-.PHONY: install demo demo-stages demo-clean test clean gpu-check
+.PHONY: install demo demo-stages demo-clean test clean gpu-check docs
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 test: install
 	# one test file per worker, on every core: 10.4 min here at -n 2 against 15.0 min in one process
 	$(OFFLINE) $(VENV)/bin/pytest -q -n auto --dist loadfile
+
+# the result tables in README.md and docs/*.md, rendered from the committed JSON (benchmarks/results/, docs/results/)
+docs: install
+	$(OFFLINE) $(PY) -m kface.docs_tables
 
 # the prepared GPU check (benchmarks/gpu_check.py): synthetic data, fp16/bf16 training, 50k samples, the oracle
 # pass, each stage in its own process within an 8-minute budget; JSON per stage and summary.json in GPU_CHECK_DIR
