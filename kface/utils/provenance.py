@@ -20,8 +20,12 @@ from .io import atomic_write_json
 REPO = Path(__file__).resolve().parents[2]
 
 
+# what a measurement depends on: the library, the scripts, the benchmarks, the Makefile, the requirements
+CODE = ("kface", "benchmarks/*.py", "*.py", "Makefile", "requirements*.txt", "pyproject.toml")
+
+
 def git_commit(repo: Path = REPO) -> dict:
-    """``{"commit": <sha or None>, "dirty": <uncommitted changes to tracked files>}`` of the checkout at ``repo``."""
+    """``{"commit": <sha or None>, "dirty": <uncommitted changes to the code (CODE)>}`` of the checkout at ``repo``."""
     def git(*args):
         try:
             out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
@@ -30,7 +34,8 @@ def git_commit(repo: Path = REPO) -> dict:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # the code only: an edited doc or test does not change a measurement
+    status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE) if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
