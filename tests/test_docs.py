@@ -5,6 +5,7 @@
 - every relative link and image, and every repository path quoted as code (`kface/eval/rca.py`), exists;
 - every Python snippet's imports resolve (`from kface.x import y`: the module and the name);
 - no absolute path of one machine appears;
+- every test a page cites (`test_x.py::test_name`) exists;
 - a Makefile default quoted in a table (`| `DEMO_X` | value |`) is the Makefile's;
 - the result tables equal what `python -m kface.docs_tables` renders from the committed JSON.
 
@@ -263,6 +264,24 @@ def check_makefile_defaults(text: str, makefile: str) -> list[str]:
     return problems
 
 
+TEST_REF = re.compile(r"(?:tests/)?(test_\w+\.py)?::(test_\w+)")
+
+
+def check_cited_tests(text: str, tests_dir: Path = REPO / "tests") -> list[str]:
+    """`test_x.py::test_name` (and `, ::test_other` after it) names a test function that exists."""
+    problems, current = [], None
+    for file, name in TEST_REF.findall(text):
+        current = file or current
+        if current is None:
+            continue
+        path = tests_dir / current
+        if not path.is_file():
+            problems.append(f"{current}: no such test file")
+        elif not re.search(rf"^\s*(?:async )?def {name}\(", path.read_text(), re.M):
+            problems.append(f"{current}::{name}: no such test")
+    return problems
+
+
 def check_rendered_tables(text: str) -> list[str]:
     return [] if render_text(text) == text else ["a results table differs from its JSON: run make docs"]
 
@@ -299,6 +318,11 @@ def test_python_snippets_import(doc):
 @pytest.mark.parametrize("doc", DOCS, ids=doc_id)
 def test_makefile_defaults_match(doc):
     assert not check_makefile_defaults(doc.read_text(), (REPO / "Makefile").read_text())
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=doc_id)
+def test_cited_tests_exist(doc):
+    assert not check_cited_tests(doc.read_text())
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=doc_id)
@@ -378,3 +402,11 @@ def test_planted_stale_table_is_caught():
     stale = "<!-- results:demo -->\n| a hand-typed | table |\n<!-- /results -->\n"
     assert check_rendered_tables(stale)
     assert not check_rendered_tables(render_text(stale))
+
+
+def test_planted_renamed_test_is_caught():
+    text = ("| 44 | ... | test_reliability_inputs.py::test_trainers_dataset_without_train_split[train_oracle] |\n"
+            "| 45 | ... | test_oracle.py::test_checkpoint_cadence, ::test_no_such_test |")
+    assert check_cited_tests(text) == [
+        "test_reliability_inputs.py::test_trainers_dataset_without_train_split: no such test",
+        "test_oracle.py::test_no_such_test: no such test"]

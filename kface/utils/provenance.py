@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # what a measurement depends on: the library, the scripts, the benchmarks, the Makefile, the requirements
-CODE = ("kface", "benchmarks/*.py", "*.py", "Makefile", "requirements*.txt", "pyproject.toml")
+CODE = ("kface", ":(glob)benchmarks/*.py", ":(glob)*.py", "Makefile", ":(glob)requirements*.txt", "pyproject.toml")
 
 
 def git_commit(repo: Path = REPO) -> dict:
