@@ -38,7 +38,9 @@ def provenance_line(prov: dict) -> str:
             f"on {m.get('cpu', '?')} ({m.get('cores', '?')} cores, {threads} torch thread{'' if threads == 1 else 's'}, "
             f"native bf16: {'yes' if m.get('native_bf16') else 'no'}, {device}), torch {m.get('torch', '?')}"
             + (f", load average {load:g}" if isinstance(load, (int, float)) else "")
-            + f", {str(prov.get('utc', '?'))[:10]}.*")
+            + f", {str(prov.get('utc', '?'))[:10]}."
+            + (" The load average exceeded the cores: other jobs shared the CPU, so wall-clock rates are noisy."
+               if isinstance(load, (int, float)) and load > (m.get("cores") or load) else "") + "*")
 
 
 def demo_table(record: dict) -> str:

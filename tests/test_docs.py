@@ -184,6 +184,9 @@ def check_command(argv: list[str]) -> list[str]:
 # ---- links, paths, snippets, defaults, tables -------------------------------------------------------------------
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+# a relative file path quoted as code that climbs out of the page's folder (`../../ESCAPED`, a hostile class name
+# quoted as an example, has no extension and is not a file)
+OUTSIDE = re.compile(r"`(\.\./[^`\s]+\.\w+)`")
 REPO_PATH = re.compile(r"`((?:kface|benchmarks|tests|docs|metrics)/[\w./-]*\.(?:py|md|json|png|txt|yaml))`")
 
 
@@ -191,11 +194,14 @@ def check_links(text: str, doc: Path) -> list[str]:
     """Links, images and quoted repository paths (rendered results blocks left to check_rendered_tables)."""
     text = re.sub(r"<!-- results:[\w.-]+ -->.*?<!-- /results -->", "", text, flags=re.S)
     problems = []
-    for target in LINK.findall(FENCE.sub("", text)):
+    prose = FENCE.sub("", text)
+    for target in LINK.findall(prose) + OUTSIDE.findall(prose):
         if re.match(r"^(https?|mailto):", target) or target.startswith("#"):
             continue
         path = (doc.parent / target.split("#")[0]).resolve()
-        if not path.exists():
+        if not path.is_relative_to(doc.parent.resolve()) and not path.is_relative_to(REPO):
+            problems.append(f"{target}: outside the repository (a clone does not have it)")
+        elif not path.exists():
             problems.append(f"link {target}: no such file")
     for path in REPO_PATH.findall(FENCE.sub("", text)):
         if not (REPO / path).exists():
@@ -374,6 +380,9 @@ def test_planted_broken_links_are_caught(tmp_path):
                            "`kface/diversity.py`; fine: [web](https://example.org), [top](#top)", doc)
     assert len(problems) == 3
     assert not check_links("[readme](README.md) and `kface/eval/diversity.py`", REPO / "README.md")
+    outside = check_links("It follows `../shared/paper/rca-paper.txt` and [x](../../elsewhere.md)", REPO / "README.md")
+    assert len(outside) == 2 and all("outside the repository" in p for p in outside)
+    assert not check_links("see [the demo](demo.md) and `../README.md`", REPO / "docs" / "page.md")
 
 
 def test_planted_absolute_path_is_caught():
