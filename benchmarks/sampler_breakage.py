@@ -45,7 +45,7 @@ def parse_args():
     return p.parse_args()
 
 
-# kface.diffusion.schedulers' settings before the DDIM-like clip (diffusers' thresholding): for before/after comparisons only
+# kface.diffusion.schedulers' settings before the DDIM-like clip (diffusers' thresholding): for comparisons only
 LEGACY = {
     "dpmsolver_thresholding": ("DPMSolverMultistepScheduler", dict(
         algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0,

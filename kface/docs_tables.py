@@ -34,8 +34,9 @@ def provenance_line(prov: dict) -> str:
     device = f"GPU {gpu['name']}" if gpu else "no GPU"
     threads = m.get("torch_threads")
     load = m.get("load_1min")
+    plural = "" if threads == 1 else "s"
     return (f"*Measured by `{prov.get('command', '?')}` at commit `{commit}` (kface {prov.get('kface_version', '?')}) "
-            f"on {m.get('cpu', '?')} ({m.get('cores', '?')} cores, {threads} torch thread{'' if threads == 1 else 's'}, "
+            f"on {m.get('cpu', '?')} ({m.get('cores', '?')} cores, {threads} torch thread{plural}, "
             f"native bf16: {'yes' if m.get('native_bf16') else 'no'}, {device}), torch {m.get('torch', '?')}"
             + (f", load average {load:g}" if isinstance(load, (int, float)) else "")
             + f", {str(prov.get('utc', '?'))[:10]}."
@@ -78,8 +79,8 @@ def sample_throughput_table(r: dict) -> str:
 def groupnorm_table(r: dict) -> str:
     lines = ["| UNet | fewest channels per GroupNorm group | train img/s (median step) | mean response at t = 999 |",
              "|---|---:|---:|---:|"]
-    lines += [f"| {m['model']} | {m['fewest_channels_per_group']} | {m['train_img_per_s']} | {m['mean_response_norm']} |"
-              for m in r["models"]]
+    lines += [f"| {m['model']} | {m['fewest_channels_per_group']} | {m['train_img_per_s']} "
+              f"| {m['mean_response_norm']} |" for m in r["models"]]
     lines += ["", f"Step time, 8 groups over 32: {r['new_over_old_step_time']:.3f} (median of {r['reps']} interleaved "
               f"steps at batch {r['batch_size']}).", "", provenance_line(r["provenance"])]
     return "\n".join(lines)

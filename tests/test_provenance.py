@@ -11,7 +11,8 @@ from kface.utils.provenance import REPO, cpu_model, git_commit, portable_command
 
 
 def test_command_carries_no_machine_path():
-    argv = ["python", str(REPO / "benchmarks" / "x.py"), "--output_json", str(REPO / "out.json"), "--dir", str(REPO)]
+    argv = ["python", str(REPO / "benchmarks" / "x.py"), "--output_json", str(REPO / "out.json"),
+            "--dir", str(REPO)]
     assert portable_command(argv) == "python benchmarks/x.py --output_json out.json --dir ."
 
 
