@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_EVALUATE_OFFLINE=1 HF_DATASETS_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=3
 DEMO_DIR ?= demo_output
 
-.PHONY: install demo demo-stages demo-clean test clean gpu-check
+.PHONY: install demo demo-stages demo-clean test clean gpu-check docs
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 test: install
 	# one test file per worker, on every core: 10.4 min here at -n 2 against 15.0 min in one process
 	$(OFFLINE) $(VENV)/bin/pytest -q -n auto --dist loadfile
+
+# the result tables in README.md and docs/*.md, rendered from the committed JSON (benchmarks/results/, docs/results/)
+docs: install
+	$(OFFLINE) $(PY) -m kface.docs_tables
 
 # the prepared GPU check (benchmarks/gpu_check.py): synthetic data, fp16/bf16 training, 50k samples, the oracle
 # pass, each stage in its own process within an 8-minute budget; JSON per stage and summary.json in GPU_CHECK_DIR
@@ -128,7 +132,11 @@ $(D)/oracle/metrics.json: $(D)/data/preprocess_report.json
 	$(STAGE) oracle -- $(LAUNCH) $(DEMO_PRECISION) train_oracle.py --dataset $(D)/data --resolution 32 \
 	    --model $(DEMO_ORACLE) --small_input_stem $(DEMO_ORACLE_STEM) --warmup_epochs $(DEMO_ORACLE_WARMUP) \
 	    --epochs $(DEMO_ORACLE_EPOCHS) --val_fraction $(DEMO_ORACLE_VAL) --output_dir $(D)/oracle \
-	    --resume_from_checkpoint latest --report_to none
+	    --checkpoints_total_limit 1 --resume_from_checkpoint latest --report_to none
+	# the finished oracle is model.safetensors (45 MB for ResNet-18, 11.2 M float32 weights); its resumable checkpoint
+	# (weights + AdamW state, ~130 MB) is needed only while it trains. Without it the demo's outputs beside its data
+	# are the two models (45 + 4.5 MB) and the samples
+	rm -rf $(D)/oracle/checkpoint-*
 
 # with DEMO_ROBUST=1: the same oracle trained with nuisance augmentations (noise, colour cast, blur, grey, border
 # shift, JPEG); evaluate.py reports every identity metric for both, side by side (the nuisance diagnostic's second view)
@@ -136,7 +144,8 @@ $(D)/oracle_robust/metrics.json: $(D)/data/preprocess_report.json
 	$(STAGE) oracle_robust -- $(LAUNCH) $(DEMO_PRECISION) train_oracle.py --dataset $(D)/data --resolution 32 \
 	    --model $(DEMO_ORACLE) --small_input_stem $(DEMO_ORACLE_STEM) --warmup_epochs $(DEMO_ORACLE_WARMUP) \
 	    --epochs $(DEMO_ORACLE_EPOCHS) --val_fraction $(DEMO_ORACLE_VAL) --output_dir $(D)/oracle_robust --robust_augment \
-	    --resume_from_checkpoint latest --report_to none
+	    --checkpoints_total_limit 1 --resume_from_checkpoint latest --report_to none
+	rm -rf $(D)/oracle_robust/checkpoint-*
 
 $(D)/ddpm/model_index.json: $(D)/data/preprocess_report.json
 	$(STAGE) ddpm -- $(LAUNCH) $(DEMO_PRECISION) train_ddpm.py --dataset $(D)/data --resolution 32 \
@@ -145,6 +154,7 @@ $(D)/ddpm/model_index.json: $(D)/data/preprocess_report.json
 	    --checkpointing_steps 500 --checkpoints_total_limit 1 --validation_steps 0 \
 	    --validation_scheduler $(DEMO_SAMPLER) --validation_inference_steps $(DEMO_SAMPLER_STEPS) --output_dir $(D)/ddpm \
 	    --resume_from_checkpoint latest --report_to none
+	rm -rf $(D)/ddpm/checkpoint-*
 
 demo-clean:
 	rm -rf $(DEMO_DIR)

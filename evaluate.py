@@ -32,7 +32,8 @@ from kface.eval.inputs import check_class_names, check_sampled_classes, match_re
 from kface.eval.matching import degradations, match_nuisance
 from kface.eval.nuisance import degraded_accuracies, nuisance_matched_rca, oracle_predict, predicted_labels
 from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
-from kface.eval.report import config_hash, package_versions, push_metrics_to_card, write_outputs
+from kface.eval.report import (config_hash, package_versions, push_metrics_to_card, update_local_card,
+                               write_outputs)
 from kface.eval.shift import shift_summary
 from kface.eval.visual_metrics import FID_MODES, visual_metrics
 from kface.oracle import load_oracle
@@ -79,6 +80,9 @@ def parse_args(argv=None):
     g.add_argument("--visual_batch_size", type=positive_int, default=64)
     add_overwrite_arg(p)
     add_hub_args(p, kind="model")
+    p.add_argument("--update_model_card", action="store_true",
+                   help="Write the results into the model-index of the generator's model card: its local folder's "
+                        "README.md (samples.json's pipeline). --push_to_hub does the same on the Hub.")
     return p.parse_args(argv)
 
 
@@ -197,6 +201,10 @@ def main(args):
     if args.push_to_hub:
         hub_id = args.hub_model_id or pipeline_hub_id(gen.meta)
         require_repo_id(True, hub_id, "--hub_model_id (samples.json's pipeline is not a Hub id)")
+    card_dir = Path(gen.meta.get("pipeline") or "")
+    if args.update_model_card and not (card_dir / "model_index.json").is_file():
+        raise KfaceError(f"--update_model_card: samples.json's pipeline {card_dir} is not a local pipeline folder "
+                         "here; for a Hub model use --push_to_hub")
     logger.info(f"evaluating {len(gen.labels)} generated and {len(real.labels)} real test images, "
                 f"{len(names)} classes, on {device}")
     metrics, degraded, matched = {}, None, None
@@ -221,6 +229,9 @@ def main(args):
     ident = metrics["identity"]
     logger.info(f"RCA {ident['rca']} (accuracy gen {ident['accuracy_gen']:.4f} / real {ident['accuracy_real']:.4f}); "
                 f"wrote {sorted(files.values())} to {args.output_dir}")
+    dataset_id = Path(args.dataset).name if Path(args.dataset).exists() else args.dataset
+    if args.update_model_card:
+        logger.info(f"updated the model card {update_local_card(card_dir, metrics, dataset_id)}")
     if args.push_to_hub:
         dataset_id = Path(args.dataset).name if Path(args.dataset).exists() else args.dataset
         url = push_metrics_to_card(hub_id, metrics, dataset_id=dataset_id, token=args.hub_token)

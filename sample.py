@@ -1,8 +1,9 @@
 """Sample a class-conditional DDPM into per-identity folders, resumably and across processes.
 
     accelerate launch sample.py --pipeline ddpm-32 --output_dir samples/ddpm-32 --num_per_class 5000 \\
-        --scheduler dpmsolver++ --num_inference_steps 20 --guidance_scale 1.0 3.0 --batch_size 256 \\
+        --scheduler dpmsolver_sde --num_inference_steps 10 --guidance_scale 1.0 3.0 --batch_size 256 \\
         --mixed_precision bf16
+    # push the samples as an HF Dataset: --output_format dataset --push_to_hub --hub_dataset_id user/name
     # the paper's setting: --scheduler ddpm --num_inference_steps 1000 --guidance_scale 1.0
 
 Writes ``OUT/<class folder>/<seed>.png`` (image i of a class has seed ``--seed + i``), ``OUT/samples.json``
@@ -22,10 +23,11 @@ from tqdm.auto import tqdm
 from kface.diffusion.generate import generate, load_pipeline, shard
 from kface.diffusion.schedulers import SAMPLER_NAMES, check_inference_steps, make_scheduler, sampler_name
 from kface.samples import (MANIFEST, build_manifest, check_manifest, class_folders, class_ids, complete_folder,
-                           manifest_entries, missing_jobs, remove_partial_files, samples_dirs)
+                           manifest_entries, missing_jobs, push_samples, remove_partial_files, samples_dirs)
 from kface.train.setup import setup_logging
-from kface.utils.args import add_overwrite_arg, check_guidance, require_flags
+from kface.utils.args import add_hub_args, add_overwrite_arg, check_guidance, require_flags
 from kface.utils.errors import KfaceError, cli_flag, run_cli
+from kface.utils.hub import require_repo_id
 from kface.utils.io import atomic_write_json, check_writable_dir
 from kface.utils.outputs import keep_or_replace, refuse_inputs_inside, require_one_process_group
 
@@ -52,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--output_format", choices=["png", "dataset"], default="png",
                    help="dataset: also write <samples>/dataset, an HF Dataset (image, label, seed).")
     add_overwrite_arg(p)  # a rerun with the same settings resumes; --overwrite replaces instead
+    add_hub_args(p, kind="dataset")  # the samples as an HF Dataset: needs --output_format dataset
     return p.parse_args(argv)
 
 
@@ -67,6 +70,9 @@ def check_args(args) -> None:
     if args.seed < 0:
         raise KfaceError(f"--seed {args.seed}: must be >= 0 (it names the files)")
     check_guidance(args.guidance_scale, "--guidance_scale")
+    if args.push_to_hub and args.output_format != "dataset":
+        raise KfaceError("--push_to_hub pushes the samples as an HF Dataset: add --output_format dataset")
+    require_repo_id(args.push_to_hub, args.hub_dataset_id, "--hub_dataset_id")
 
 
 def setup_pipeline(accelerator, source: str, revision: str | None, scheduler: str, num_inference_steps: int | None):
@@ -141,10 +147,20 @@ def main(args) -> None:
                                            args.num_inference_steps)
     with cli_flag("--classes"):  # the model's classes by name or id, all by default
         ids = sorted(set(class_ids(pipe.class_names, args.classes))) if args.classes else list(range(len(folders)))
-    for w, out in samples_dirs(args.output_dir, list(dict.fromkeys(args.guidance_scale))):
-        sample_folder(accelerator, pipe, out, settings={**source, "guidance_scale": float(w), "seed": args.seed},
-                      class_ids=ids, folders=folders, num_per_class=args.num_per_class, batch_size=args.batch_size,
-                      output_format=args.output_format, overwrite=args.overwrite)
+    dirs = samples_dirs(args.output_dir, list(dict.fromkeys(args.guidance_scale)))
+    complete = {}
+    for w, out in dirs:
+        manifest = sample_folder(accelerator, pipe, out, settings={**source, "guidance_scale": float(w),
+                                                                   "seed": args.seed},
+                                 class_ids=ids, folders=folders, num_per_class=args.num_per_class,
+                                 batch_size=args.batch_size, output_format=args.output_format,
+                                 overwrite=args.overwrite)
+        if manifest and manifest["complete"]:  # one folder: the repo's default config; a sweep: one per scale
+            complete["default" if len(dirs) == 1 else out.name] = out
+    if args.push_to_hub and accelerator.is_main_process:
+        with cli_flag("--hub_dataset_id"):
+            pushed = push_samples(complete, args.hub_dataset_id, token=args.hub_token, private=args.hub_private)
+        logger.info("pushed %s to the Hub dataset %s", pushed, args.hub_dataset_id)
     accelerator.end_training()
 
 

@@ -37,8 +37,8 @@ from kface.train.checkpoints import Checkpointer, keep_or_resume_training, resol
 from kface.train.distributed import check_replicas
 from kface.train.monitor import TrainingMonitor
 from kface.train.setup import build_accelerator, image_loaders, resume_batches, setup_logging, steps_per_epoch
-from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_training_args, check_guidance,
-                              non_negative_int, positive_int, recordable_args, require_flags)
+from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_license_arg, add_training_args,
+                              check_guidance, non_negative_int, positive_int, recordable_args, require_flags)
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, check_writable_dir
@@ -77,6 +77,7 @@ def parse_args(argv=None):
     g.add_argument("--validation_scheduler", default="ddim", choices=sorted(SCHEDULERS),
                    help="Sampler for the validation grids (kface.diffusion.schedulers).")
     add_hub_args(p, kind="model")
+    add_license_arg(p)
     return p.parse_args(argv)
 
 
@@ -249,7 +250,7 @@ def save_results(args, run: Run, config: dict, summary: dict) -> None:
         config["eps_calibration"] = epsilon_calibration(model, run.noise_scheduler)
         save_pipeline(ClassConditionalDDPMPipeline(model, run.noise_scheduler, class_names=run.names), run.out)
     atomic_write_json(run.out / "training_config.json", config)
-    write_model_card(run.out, config, run.names, str(args.dataset), summary["last_grid"])
+    write_model_card(run.out, config, run.names, str(args.dataset), summary["last_grid"], license=args.license)
 
 
 def main(args) -> None:

@@ -39,8 +39,8 @@ from kface.train.checkpoints import BestWeights, Checkpointer, keep_or_resume_tr
 from kface.train.distributed import check_replicas
 from kface.train.monitor import TrainingMonitor
 from kface.train.setup import build_accelerator, image_loaders, resume_batches, setup_logging, steps_per_epoch
-from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_training_args, below_one,
-                              fraction, non_negative_float, non_negative_int, recordable_args, require_flags,
+from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_license_arg, add_training_args,
+                              below_one, fraction, non_negative_float, non_negative_int, recordable_args, require_flags,
                               unit_interval)
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
@@ -56,6 +56,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_args(p)
     add_training_args(p, epochs=30, batch_size=64, learning_rate=1e-3, weight_decay=0.05)
+    # a checkpoint every epoch (model + AdamW state: ~130 MB for ResNet-18, ~250 MB for ResNet-34), so keep two, as
+    # train_ddpm.py keeps three: the newest holds the best weights so far (BestWeights), so the best epoch survives
+    p.set_defaults(checkpoints_total_limit=2)
     g = p.add_argument_group("oracle")
     g.add_argument("--model", default="resnet34", help="timm model name (resnet18, resnet34, ...).")
     g.add_argument("--compare", nargs="+", default=None, metavar="MODEL",
@@ -80,6 +83,7 @@ def parse_args(argv=None):
     g.add_argument("--oracle", default=None, help="Oracle folder or Hub id for --eval_only.")
     g.add_argument("--split", default="test", help="Split to evaluate with --eval_only.")
     add_hub_args(p, kind="model")
+    add_license_arg(p)
     return p.parse_args(argv)
 
 
@@ -204,7 +208,8 @@ def fit(args, run: Run, loaders: dict, *, start: int, total: int) -> dict:
             "skipped_steps": monitor.skipped_steps, **monitor.precision}
 
 
-def report(accelerator, model, loader, names, out: Path, dataset: str, split: str, config: dict | None) -> dict:
+def report(accelerator, model, loader, names, out: Path, dataset: str, split: str, config: dict | None,
+           license: str = "other") -> dict:
     """Metrics of ``model`` on one split: metrics.json, confusion_matrix.png (+ model card with a config)."""
     labels, logits = predict_logits(model, loader, accelerator)
     metrics = {"dataset": dataset, "split": split, **classification_metrics(labels, logits, names)}
@@ -213,7 +218,7 @@ def report(accelerator, model, loader, names, out: Path, dataset: str, split: st
         save_confusion_heatmap(metrics["confusion_matrix"], names, out / "confusion_matrix.png",
                                title=f"{out.name}: {split} accuracy {metrics['accuracy']:.3f}")
         if config is not None:
-            write_model_card(out, config, metrics, dataset, split)
+            write_model_card(out, config, metrics, dataset, split, license=license)
     logger.info("%s %s: accuracy %.4f, loss %.4f, macro F1 %.4f, ECE %.4f", out.name, split, metrics["accuracy"],
                 metrics["loss"], metrics["macro_f1"], metrics["ece"])
     return metrics
@@ -266,7 +271,8 @@ def train(args, model_name: str, out: Path) -> dict:
         save_oracle(final, out)
         atomic_write_json(out / "train_summary.json", {**summary, "best_epoch": best.epoch,
                                                         "args": recordable_args(args), "best_validation": best.score})
-    metrics = report(accelerator, oracle, loaders["test"], names, out, str(args.dataset), "test", final.config)
+    metrics = report(accelerator, oracle, loaders["test"], names, out, str(args.dataset), "test", final.config,
+                     license=args.license)
     accelerator.end_training()
     return metrics
 

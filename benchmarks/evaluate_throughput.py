@@ -19,6 +19,8 @@ import time
 import numpy as np
 import torch
 
+from kface.utils.provenance import add_output_json_arg, write_result
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -31,6 +33,7 @@ def parse_args():
     p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=3, help="Timed passes per side (best one kept).")
+    add_output_json_arg(p)
     return p.parse_args()
 
 
@@ -97,6 +100,8 @@ def main(args):
               "bare_nchw_images_per_s": round(bare_nchw, 1), "channels_last_speedup": round(bare / bare_nchw, 3),
               "channels_last_max_logit_diff": diff}
     print(json.dumps(result, indent=2))
+    if args.output_json:
+        write_result(args.output_json, result)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,13 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from kface.utils.provenance import add_output_json_arg, write_result  # noqa: E402
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=10)
+    add_output_json_arg(p)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -32,12 +34,13 @@ def parse_args():
     return p.parse_args()
 
 
-def response_table(resolution: int) -> None:
+def response_table(resolution: int) -> list:
     from diffusers import UNet2DModel
 
     from kface.diffusion.calibration import mean_response
     from kface.diffusion.unet import PRESETS, TINY
 
+    rows = []
     for name, base in (("tiny", TINY), ("paper-32", PRESETS[("paper", 32)])):
         for groups in (32, 16, 8):
             values = []
@@ -46,9 +49,11 @@ def response_table(resolution: int) -> None:
                 unet = UNet2DModel(sample_size=resolution, in_channels=3, out_channels=3, num_class_embeds=11,
                                    **{**base, "norm_num_groups": groups}).eval()
                 values.append(round(float(mean_response(unet, 999).norm()), 4))
-            print(json.dumps({"preset": name, "norm_num_groups": groups,
-                              "first_level_channels_per_group": base["block_out_channels"][0] // groups,
-                              "mean_response_norm_seeds_0_1_2": values}), flush=True)
+            rows.append({"preset": name, "norm_num_groups": groups,
+                         "first_level_channels_per_group": base["block_out_channels"][0] // groups,
+                         "mean_response_norm_seeds_0_1_2": values})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def main(args):
@@ -59,7 +64,10 @@ def main(args):
 
     torch.set_num_threads(args.threads)
     if args.response_table:
-        return response_table(args.resolution)
+        rows = response_table(args.resolution)
+        if args.output_json:
+            write_result(args.output_json, {"response_table": rows})
+        return
     models = {}
     for name, groups in (("old tiny (32 groups)", 32), ("new tiny (8 groups)", TINY["norm_num_groups"])):
         torch.manual_seed(0)
@@ -79,12 +87,17 @@ def main(args):
             if rep:
                 times[name].append(time.perf_counter() - tic)
     old, new = (sorted(v)[len(v) // 2] for v in times.values())
+    rows = []
     for (name, model), median in zip(models.items(), (old, new)):
         model.eval()
-        print(json.dumps({"model": name, "fewest_channels_per_group": check_group_norms(model, name, strict=False),
-                          "median_step_s": round(median, 4), "train_img_per_s": round(args.batch_size / median, 1),
-                          "mean_response_norm": round(float(mean_response(model, 999).norm()), 4)}))
+        rows.append({"model": name, "fewest_channels_per_group": check_group_norms(model, name, strict=False),
+                     "median_step_s": round(median, 4), "train_img_per_s": round(args.batch_size / median, 1),
+                     "mean_response_norm": round(float(mean_response(model, 999).norm()), 4)})
+        print(json.dumps(rows[-1]))
     print(f"new / old step time: {new / old:.3f} (median of {args.reps} interleaved reps, {args.threads} threads)")
+    if args.output_json:
+        write_result(args.output_json, {"models": rows, "new_over_old_step_time": round(new / old, 3),
+                                        "reps": args.reps, "batch_size": args.batch_size})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from kface.utils.provenance import add_output_json_arg, write_result  # noqa: E402
 
 
 def parse_args():
@@ -28,7 +29,7 @@ def parse_args():
     # the demo's presets: 30 epochs x 1467 crops for the oracle, 12 x 1467 for the DDPM
     p.add_argument("--oracle_images", type=int, default=30 * 1467)
     p.add_argument("--ddpm_images", type=int, default=12 * 1467)
-    p.add_argument("--output_json", default=None)
+    add_output_json_arg(p)
     return p.parse_args()
 
 
@@ -107,7 +108,7 @@ def main(args) -> None:
     print(f"demo workload (oracle {args.oracle_images} img, DDPM {args.ddpm_images} img): one after the other "
           f"{one_after_other:.0f} s, side by side {side_by_side:.0f} s (the longer lane): {result['speedup']:.2f}x")
     if args.output_json:
-        Path(args.output_json).write_text(json.dumps(result, indent=2))
+        write_result(args.output_json, result)
 
 
 if __name__ == "__main__":

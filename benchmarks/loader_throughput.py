@@ -24,6 +24,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from kface.utils.provenance import add_output_json_arg, write_result  # noqa: E402
 
 AUGMENT = {"ddpm (flip)": dict(random_flip=True),
            "oracle (flip, affine, jitter)": dict(random_flip=True, translate=0.1, scale=0.1, color_jitter=0.2)}
@@ -41,7 +42,7 @@ def parse_args():
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the main process (a DataLoader worker has 1). On a shared CPU, 2 threads "
                         "made the small batched ops ~10x slower than 1 (thread hand-off under contention).")
-    p.add_argument("--json", default=None, help="Also write the results here.")
+    add_output_json_arg(p)
     return p.parse_args()
 
 
@@ -161,8 +162,8 @@ def main(args) -> None:
               "threads": torch.get_num_threads(), "in_memory_decode_s": round(decode_s, 2), "loaders": rows,
               "unet": unets}
     print(json.dumps(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.output_json:
+        write_result(args.output_json, result)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ under-trained DDPM draws: grey background, a warm tint and pixel grain, applied 
 themselves (so identity is intact and every accuracy drop is the oracle's fragility).
 
     HF_HUB_OFFLINE=1 python benchmarks/nuisance_robustness.py --dataset data --resolution 32 \\
-        --oracle oracle-r34 oracle-r34-robust [--samples samples/guidance_3.0] [--json out.json]
+        --oracle oracle-r34 oracle-r34-robust [--samples samples/guidance_3.0] [--output_json out.json]
 """
 
 import argparse
@@ -22,7 +22,7 @@ from kface.data import read_dataset_split
 from kface.oracle import load_oracle
 from kface.eval.inputs import match_resolution
 from kface.samples import read_samples
-from kface.utils.io import atomic_write_json
+from kface.utils.provenance import add_output_json_arg, write_result
 
 
 def parse_args():
@@ -34,7 +34,7 @@ def parse_args():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--json", default=None, help="Also write the numbers here.")
+    add_output_json_arg(p)
     return p.parse_args()
 
 
@@ -69,8 +69,8 @@ def main(args):
     print(f"target: {args.samples or 'reference shift (grey background, warm tint, grain)'}; "
           f"{len(real.labels)} test images")
     print("\n".join(rows))
-    if args.json:
-        atomic_write_json(args.json, {"target": args.samples or "reference", "accuracy": results})
+    if args.output_json:
+        write_result(args.output_json, {"target": args.samples or "reference", "accuracy": results})
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from kface.utils.provenance import add_output_json_arg, write_result  # noqa: E402
 from kface.utils.io import atomic_write_json  # noqa: E402
 
 # the demo recipe before issue 15 (Makefile): resnet18, 3x3 stem (auto at 32 px), 1 frozen epoch + 6
@@ -53,7 +54,7 @@ def parse_args():
                    help="Also run each variant with --robust_augment (as <variant>+robust).")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS).")
     p.add_argument("--table_only", action="store_true", help="Print the table of finished runs; train nothing.")
-    p.add_argument("--output_json", default=None, help="Also write the table's rows here.")
+    add_output_json_arg(p)
     return p.parse_args()
 
 
@@ -123,7 +124,7 @@ def main() -> None:
     rows = [r for v in variants if (r := row(v, root / v)) is not None]
     print_table(rows)
     if args.output_json:
-        atomic_write_json(Path(args.output_json), rows)
+        write_result(args.output_json, rows)
 
 
 if __name__ == "__main__":

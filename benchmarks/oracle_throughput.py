@@ -22,6 +22,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from kface.utils.provenance import add_output_json_arg, write_result  # noqa: E402
 
 
 def make_dataset(path: Path, images: int, classes: int, resolution: int, seed: int = 0) -> None:
@@ -77,6 +78,7 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch_size", type=int, default=64)
+    add_output_json_arg(p)
     p.add_argument("--device", default="cpu", help="cpu, or cuda to let accelerate use the GPU.")
     args = p.parse_args()
     rows = {}
@@ -102,6 +104,8 @@ def main() -> None:
         print(f"{b + '/' + a:<12}{rb['train_no'] / ra['train_no']:>12.2f}{rb['train_bf16'] / ra['train_bf16']:>12.2f}"
               f"{'':>11}{rb['infer_no'] / ra['infer_no']:>12.2f}{rb['infer_bf16'] / ra['infer_bf16']:>12.2f}")
     print(json.dumps(rows, indent=1))
+    if args.output_json:
+        write_result(args.output_json, {"models": rows})
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from kface.utils.provenance import add_output_json_arg, write_result  # noqa: E402
 
 
 def parse_args():
@@ -37,7 +38,7 @@ def parse_args():
     p.add_argument("--scheduler", default="ddim")
     p.add_argument("--guidance_scale", type=float, default=3.0)
     p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
-    p.add_argument("--json", default=None, help="Also write the results here.")
+    add_output_json_arg(p)
     return p.parse_args()
 
 
@@ -133,8 +134,8 @@ def main(args) -> None:
           f"{bare_mean:.1f} | {gen_mean:.1f} | {result['ratio']:.3f} | {whole_mean:.1f} | "
           f"{result['ratio_whole_command']:.3f} | {result['ratio_cpu_time']:.3f} |")
     print(json.dumps(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.output_json:
+        write_result(args.output_json, result)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from kface.utils.provenance import add_output_json_arg, write_result  # noqa: E402
 
 from kface.diffusion.calibration import colour_stats, epsilon_calibration  # noqa: E402
 
@@ -35,6 +36,7 @@ def parse_args():
     p.add_argument("--guidance_scale", type=float, nargs="+", default=[1.0, 3.0])
     p.add_argument("--num_images", type=int, default=40, help="Images per setting, cycling through the classes.")
     p.add_argument("--hf_threshold", type=float, default=0.15)
+    add_output_json_arg(p)
     p.add_argument("--precisions", nargs="+", choices=["bf16", "fp32"], default=["bf16", "fp32"])
     p.add_argument("--dataset", default=None, help="preprocess.py output: print the real --split's colours too.")
     p.add_argument("--split", default="test")
@@ -43,7 +45,7 @@ def parse_args():
     return p.parse_args()
 
 
-# kface.diffusion.schedulers' settings before issue 12 (diffusers' thresholding): for before/after comparisons only
+# kface.diffusion.schedulers' settings before the DDIM-like clip (diffusers' thresholding): for comparisons only
 LEGACY = {
     "dpmsolver_thresholding": ("DPMSolverMultistepScheduler", dict(
         algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0,
@@ -111,6 +113,8 @@ def main(args):
                 grid.append(images.numpy()[:n_classes])
                 title = f"{name}-{args.num_inference_steps} {rows[-1]['precision']} w={w:g}"
                 titles += [title] + [""] * (n_classes - 1)
+    if args.output_json:
+        write_result(args.output_json, rows)
     if args.grid:
         from kface.utils.figures import save_image_grid
 

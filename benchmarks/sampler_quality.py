@@ -24,6 +24,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from kface.utils.provenance import add_output_json_arg, write_result  # noqa: E402
 
 BROKEN_HF = 0.15  # benchmarks/sampler_breakage.py's --hf_threshold
 DEFAULT_SETTINGS = ["ddpm:1000", "ddpm:250", "ddim:20", "ddim:50", "ddim:250", "dpmsolver++:10", "dpmsolver++:20",
@@ -149,7 +150,7 @@ def main(args) -> None:
               "num_per_class": args.num_per_class, "guidance_scale": args.guidance_scale, "real_images": len(images),
               "real_colours": real_colours,
               "rows": rows, "fewest_nfe_within_tolerance": f"{best['sampler']}-{best['steps']}"}
-    (Path(args.output_dir) / "sampler_quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.output_dir) / "sampler_quality.json", result)
     print(table(rows, args.tolerance))
     print(f"fewest NFE within {args.tolerance:.0%} of the reference on both: {result['fewest_nfe_within_tolerance']}")
     if args.grid:

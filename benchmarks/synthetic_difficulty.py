@@ -25,6 +25,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout, no install needed
+from kface.utils.provenance import add_output_json_arg, write_result  # noqa: E402
 from kface.data.faces import cut, resize, square_crop
 from kface.data.synthetic import DEFAULT_DISTINCTNESS, generate, load_annotations
 
@@ -47,7 +48,7 @@ def parse_args():
     p.add_argument("--detect_faces", type=int, default=300, help="Target faces to run MTCNN on (0: skip).")
     p.add_argument("--skip_oracle", action="store_true")
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the training run.")
-    p.add_argument("--output_json", default=None, help="Also write the numbers here.")
+    add_output_json_arg(p)
     p.add_argument("--sheets_dir", default=None,
                    help="Also save synthetic_scenes.png and synthetic_crops.png here (as in docs/img).")
     return p.parse_args()
@@ -178,7 +179,7 @@ def main(args):
         print(f"MTCNN detection rate (conf >= 0.9, IoU >= 0.4): {det['rate']:.4f} "
               f"({det['detected']}/{det['faces']} target faces, mean best IoU {det['mean_best_iou']:.3f})")
     if args.output_json:
-        Path(args.output_json).write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.output_json, result)
 
 
 if __name__ == "__main__":

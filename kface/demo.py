@@ -7,7 +7,8 @@
 ``no`` elsewhere: emulated bf16 on a CPU without them is ~18x slower than fp32.
 ``stage`` runs one command and records its wall time (a stage that was already complete and is skipped by make
 keeps its earlier time). ``summary`` reads each ``metrics.json`` written by evaluate.py and writes
-``<demo_dir>/report.md`` and ``guidance_sweep.png``, and prints the results table.
+``<demo_dir>/report.md``, ``guidance_sweep.png`` and ``results.json`` (the table's rows with the commit and the
+machine), and prints the results table.
 """
 
 import argparse
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from .utils.errors import KfaceError, cli_flag, run_cli
 from .utils.io import atomic_path, atomic_write_json, atomic_write_text
+from .utils.provenance import native_bf16, write_result
 
 
 def run_stage(name: str, command: list[str], log_path: Path) -> int:
@@ -247,27 +249,24 @@ def write_report(demo_dir: Path, evals: list[dict], stage_times: dict, budget_s:
     return table
 
 
-# CPU flags of native bfloat16 arithmetic. Without them (e.g. AMD EPYC with AVX2 only) torch emulates bf16: a
-# ResNet-18 forward+backward at 32 px took 33.9 s in bf16 against 1.89 s in fp32 here (2026-12-02).
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+RESULTS = "results.json"
+
+
+def write_results(demo_dir: Path, evals: list[dict], stage_times: dict, budget_s: float | None = None) -> dict:
+    """``<demo_dir>/results.json``: the results table's rows (``summary_rows``), the stage times and the provenance
+    (commit, machine). The docs' demo table is ``results_table`` of a committed copy (docs/results/demo.json),
+    rendered by ``python -m kface.docs_tables``."""
+    seconds, total, wall = stage_seconds(stage_times)
+    return write_result(demo_dir / RESULTS, {
+        "made_by": "make demo", "rows": summary_rows(evals), "stage_seconds": seconds, "sum_s": round(total, 1),
+        "wall_s": round(wall, 1), "budget_s": budget_s}, argv=["-m", "kface.demo", *sys.argv[1:]])
 
 
 def fast_precision(cpuinfo: str | None = None, cuda_bf16: bool | None = None) -> str:
     """The --mixed_precision the demo's training and sampling stages should use on this machine: ``bf16`` on a
-    GPU that has it or a CPU with native bf16 instructions, ``no`` (fp32) otherwise."""
-    if cuda_bf16 is None:
-        import torch
-
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if cuda_bf16:
-        return "bf16"
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:  # not Linux: no way to tell here, fp32 is never the slow one
-            cpuinfo = ""
-    flags = set(cpuinfo.split())
-    return "bf16" if any(flag in flags for flag in BF16_CPU_FLAGS) else "no"
+    GPU that has it or a CPU with native bf16 instructions (kface.utils.provenance.native_bf16), ``no`` (fp32)
+    otherwise: emulated bf16 is ~18x slower than fp32."""
+    return "bf16" if native_bf16(cpuinfo, cuda_bf16) else "no"
 
 
 def main(args):
@@ -282,6 +281,7 @@ def main(args):
     times_file = demo_dir / "stage_times.json"
     stage_times = json.loads(times_file.read_text()) if times_file.exists() else {}
     table = write_report(demo_dir, evals, stage_times, args.budget_s)
+    write_results(demo_dir, evals, stage_times, args.budget_s)
     effect = "\n".join(guidance_effect(summary_rows(evals)))
     seconds, total, wall = stage_seconds(stage_times)
     sys.stdout.write(f"\n{table}\n\n{effect}\n\nstage times (s): {seconds}; wall {wall:.0f} s (sum of stages "

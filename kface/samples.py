@@ -302,6 +302,27 @@ def write_dataset(out: Path, names: list[str], class_ids: list[int], folders: li
     publish_dir(staging, out / DATASET)
     return out / DATASET
 
+def push_samples(folders: dict, repo_id: str, *, token: str | None = None, private: bool = False) -> list[str]:
+    """Push each complete samples folder's ``dataset/`` (``--output_format dataset``) to one Hub dataset repo,
+    ``folders``: config name -> samples folder (``default`` for one folder, ``guidance_<w>`` for a sweep)."""
+    from datasets import load_from_disk
+
+    from .utils.errors import InputError
+
+    pushed = []
+    for config, out in folders.items():
+        try:
+            load_from_disk(str(Path(out) / DATASET)).push_to_hub(repo_id, config_name=config, token=token,
+                                                                 private=private)
+        except Exception as err:
+            raise InputError(f"{repo_id}: pushing {out} as config {config} failed "
+                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check "
+                             "your login (HF_TOKEN or huggingface-cli login), the network and HF_HUB_OFFLINE"
+                             ) from None
+        pushed.append(config)
+    return pushed
+
+
 def complete_folder(out: Path, manifest: dict, folders: list[str], output_format: str) -> dict:
     """After every process is done: check completeness, write grids (and the dataset), mark the manifest."""
     seed, n = manifest["seed"], manifest["num_per_class"]

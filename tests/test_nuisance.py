@@ -196,7 +196,7 @@ def test_robust_oracle_loses_clearly_less_under_the_tint(tint_data, plain_and_ro
         diag = N.nuisance_diagnostic(oracle, xte, yte, tinted)
         drops.append(diag["clean"] - diag["colour"]["accuracy"])
     plain_drop, robust_drop = drops
-    # measured (seeds 0, 1, 2): plain drops 0.667, 0.656, 0.667; robust -0.111, 0.044, -0.022 (docs/oracle.md)
+    # measured (seeds 0, 1, 2): plain drops 0.667, 0.656, 0.667; robust -0.111, 0.044, -0.022
     assert plain_drop >= 0.4 and robust_drop <= plain_drop - 0.4, drops
 
 

@@ -11,7 +11,7 @@ from conftest import run_script
 from kface.oracle import (Oracle, comparison_table, create_classifier, load_oracle, oracle_config, save_oracle)
 from kface.oracle.model import adapt_stem
 from kface.oracle.recipe import phase_cosine_schedule, warmup_param_groups
-from kface.train.checkpoints import checkpoint_due
+from kface.train.checkpoints import BestWeights, Checkpointer, checkpoint_due, list_checkpoints
 from kface.utils.errors import InputError
 
 NAMES = ["0000", "0001", "0002", "0003"]
@@ -137,6 +137,39 @@ def test_checkpoint_cadence():
     assert checkpoint_due(8, 4, "epoch", epoch_end=True) and not checkpoint_due(3, 4, "epoch", epoch_end=False)
 
 
+def test_bounded_checkpoints_keep_the_best_weights(tmp_path):
+    """train_oracle.py's default keeps 2 checkpoints; the best epoch's folder goes, its weights do not."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from train_oracle import parse_args
+
+    limit = parse_args(["--dataset", "d", "--output_dir", "o"]).checkpoints_total_limit
+    assert limit == 2
+    AcceleratorState._reset_state(reset_partial_state=True)
+    model = torch.nn.Linear(3, 2)
+    acc = Accelerator(cpu=True)
+    ckpt = Checkpointer(acc, tmp_path, every="epoch", total_limit=limit, steps_per_epoch=1, best=BestWeights())
+    ckpt.register()
+    scores = {1: 0.5, 2: 0.9, 3: 0.7, 4: 0.6, 5: 0.8}  # the best is epoch 2
+    kept = {}
+    for epoch, score in scores.items():
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        ckpt.update_best(model, (score,), epoch)
+        kept[epoch] = model.weight.detach().clone()
+        ckpt.save(epoch)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-4", "checkpoint-5"]
+    AcceleratorState._reset_state(reset_partial_state=True)
+    again = Checkpointer(Accelerator(cpu=True), tmp_path, every="epoch", total_limit=limit, steps_per_epoch=1,
+                         best=BestWeights())
+    again.register()
+    assert again.resume(list_checkpoints(tmp_path)[-1])["step"] == 5
+    assert again.best.epoch == 2 and again.best.score == (0.9,)
+    torch.testing.assert_close(again.best.weights["weight"], kept[2])
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def test_comparison_table():
     def m(acc, f1s):
         return {"accuracy": acc, "loss": 1 - acc, "macro_f1": float(np.mean(f1s)), "ece": 0.1,
@@ -160,7 +193,8 @@ def test_train_oracle_end_to_end(tiny_dataset, tmp_path):
     proc = run_script(common, check=False)  # no silent restart over an unfinished run
     assert proc.returncode == 2 and "--resume_from_checkpoint latest" in proc.stderr
     run_script(common + ["--resume_from_checkpoint", "latest"], launch=True)
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6", "checkpoint-8"]
+    # the default keeps two checkpoints (one a epoch would fill a disk): the oldest went
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 8 and summary["stopped_early"] is False and summary["best_epoch"] == 1
     for name in ["model.safetensors", "config.json", "README.md", "metrics.json", "confusion_matrix.png"]:

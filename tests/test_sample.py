@@ -19,6 +19,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image
 
 from conftest import REPO
+import kface
 from kface.utils.errors import InputError, KfaceError, run_cli
 from kface.diffusion import ClassConditionalDDPMPipeline, make_scheduler
 from kface.diffusion.generate import generate
@@ -88,7 +89,7 @@ def test_reference_run_is_complete_and_its_manifest_records_the_flags(reference,
     files = png_files(reference)
     assert sorted(files) == [f"{n}/{s:06d}.png" for n in NAMES for s in range(10, 16)]
     manifest = json.loads((reference / "samples.json").read_text())
-    expected = {"kface_version": "0.1.0", "pipeline": str(pipe_dir.resolve()), "pipeline_revision": None,
+    expected = {"kface_version": kface.__version__, "pipeline": str(pipe_dir.resolve()), "pipeline_revision": None,
                 "scheduler": "ddim", "num_inference_steps": 4, "guidance_scale": 3.0, "seed": 10, "num_per_class": 6,
                 "resolution": 16, "mixed_precision": "no", "complete": True, "model_class_names": NAMES,
                 "classes": [{"id": c, "name": n, "folder": n, "seeds": [10, 15], "count": 6}

@@ -1,8 +1,8 @@
 """No secret leaves the machine: a --hub_token reaches the Hub calls and nothing else.
 
-Every script that can push (preprocess.py, train_oracle.py, train_ddpm.py, evaluate.py; sample.py does not
-push) runs here on tiny data with ``--push_to_hub --hub_token hf_TESTSECRET``, a TensorBoard tracker where the
-script has one, and a recording stand-in for the Hub: the Hub functions kface calls (``create_repo``,
+Every script that can push (preprocess.py, train_oracle.py, train_ddpm.py, evaluate.py; not yet sample.py, whose
+push tests/test_model_cards.py checks) runs here on tiny data with ``--push_to_hub --hub_token hf_TESTSECRET``, a
+TensorBoard tracker where the script has one, and a recording stand-in for the Hub: the Hub functions kface calls (``create_repo``,
 ``upload_folder``, ``DatasetDict.push_to_hub``, ``ModelCard.push_to_hub``) are replaced by functions that copy
 what would be uploaded into a folder and note the token they were given (in memory, never on disk). Then no
 file under the run's folders (outputs, tracker event files and hparams.yml, the uploads), and no captured

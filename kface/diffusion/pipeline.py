@@ -5,8 +5,8 @@ last, null row (the unconditional model of classifier-free guidance), and any di
 names live in the pipeline config (``model_index.json``), so ``save_pretrained`` / ``from_pretrained`` keep them.
 
     pipe = ClassConditionalDDPMPipeline.from_pretrained("out/ddpm")          # a folder or a Hub id
-    pipe.scheduler = make_scheduler("dpmsolver", pipe.scheduler.config)       # kface.diffusion.schedulers
-    images = pipe(class_labels=["0003"] * 4, guidance_scale=3.0, num_inference_steps=25).images
+    pipe.scheduler = make_scheduler("dpmsolver_sde", pipe.scheduler.config)   # kface.diffusion.schedulers
+    images = pipe(class_labels=["0003"] * 4, guidance_scale=3.0, num_inference_steps=10).images
 """
 
 import inspect

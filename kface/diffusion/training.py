@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..utils.figures import save_image_grid
 from ..train.monitor import diverged
 from ..utils.errors import InputError
-from ..utils.hub import is_hub_id
+from ..utils.hub import is_hub_id, licence_text
 from ..utils.io import atomic_path
 from .pipeline import ClassConditionalDDPMPipeline, image_generators
 
@@ -196,9 +196,12 @@ the network cannot see the colour of its input, and samples lose it (docs/ddpm.m
 ```python
 from kface.diffusion import ClassConditionalDDPMPipeline, make_scheduler
 pipe = ClassConditionalDDPMPipeline.from_pretrained("<this folder or repo id>")
-pipe.scheduler = make_scheduler("dpmsolver", pipe.scheduler.config)
-images = pipe([{{ names[0] | tojson }}] * 4, guidance_scale=3.0, num_inference_steps=25).images
+pipe.scheduler = make_scheduler("dpmsolver_sde", pipe.scheduler.config)  # SDE-DPM-Solver++, kface's recommended
+images = pipe([{{ names[0] | tojson }}] * 4, guidance_scale=3.0, num_inference_steps=10).images
 ```
+
+The same with kface's sample.py: `--scheduler dpmsolver_sde --num_inference_steps 10`. The paper's sampler is
+`--scheduler ddpm --num_inference_steps 1000` (100x slower).
 
 Without kface: see docs/ddpm.md of kface (UNet2DModel + scheduler subfolders; class names in model_index.json; \
 the last class index is the null class).
@@ -207,6 +210,10 @@ the last class index is the null class).
 
 ![samples]({{ grid }})
 {% endif %}
+## Licence
+
+{{ licence }}
+
 ## Training configuration
 
 ```json
@@ -215,14 +222,17 @@ the last class index is the null class).
 """
 
 
-def write_model_card(output_dir, config: dict, class_names: list[str], dataset: str, grid: str | None) -> Path:
-    """README.md for the Hub: how to load the pipeline, what it was trained on, the last sample grid."""
+def write_model_card(output_dir, config: dict, class_names: list[str], dataset: str, grid: str | None,
+                     license: str = "other") -> Path:
+    """README.md for the Hub: how to load the pipeline, what it was trained on, the last sample grid, the licence
+    (``other``: not stated, the card says whose it is to state)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    data = ModelCardData(library_name="diffusers", license="other", datasets=[dataset] if is_hub_id(dataset) else None,
+    data = ModelCardData(library_name="diffusers", license=license, datasets=[dataset] if is_hub_id(dataset) else None,
                          tags=["kface", "ddpm", "class-conditional", "classifier-free-guidance"])
     card = ModelCard.from_template(data, template_str=CARD_TEMPLATE, c=config, names=list(class_names),
                                    dataset=dataset, grid=grid, cal=config.get("eps_calibration"),
+                                   licence=licence_text(license, dataset, "train_ddpm.py"),
                                    config_json=json.dumps(config, indent=2, default=str))
     path = Path(output_dir) / "README.md"
     with atomic_path(path) as tmp:

@@ -206,6 +206,14 @@ def updated_model_card(card_text: str, metrics: dict, dataset_id: str, model_nam
     return str(card)
 
 
+def update_local_card(folder, metrics: dict, dataset_id: str) -> Path:
+    """Write the results into the model-index of a local generator folder's README.md (train_ddpm.py's card)."""
+    path = Path(folder) / "README.md"
+    text = path.read_text() if path.is_file() else ""
+    atomic_write_text(path, updated_model_card(text, metrics, dataset_id, Path(folder).name))
+    return path
+
+
 def push_metrics_to_card(repo_id: str, metrics: dict, dataset_id: str, token: str | None = None) -> str:
     """Load the generator's card from the Hub, add the results, push it back; returns the commit URL."""
     from huggingface_hub import ModelCard

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..utils.errors import InputError
-from ..utils.hub import is_hub_id
+from ..utils.hub import is_hub_id, licence_text
 from ..utils.io import atomic_path, atomic_write_json
 from ..utils.schema import Field, read_json
 from .model import Oracle, adapt_stem
@@ -103,8 +103,10 @@ def load_oracle(path_or_hub_id, device: str | torch.device = "cpu") -> Oracle:
     return Oracle(model, config).to(device, memory_format=torch.channels_last).eval()
 
 
-def write_model_card(folder, config: dict, metrics: dict, dataset: str, split: str = "test") -> Path:
-    """``README.md`` with the test metrics in model-index form (accuracy, macro F1, ECE)."""
+def write_model_card(folder, config: dict, metrics: dict, dataset: str, split: str = "test",
+                     license: str = "other") -> Path:
+    """``README.md`` with the test metrics in model-index form (accuracy, macro F1, ECE) and the licence
+    (``other``: not stated; the card says whose it is to state)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     name = Path(folder).name
@@ -113,7 +115,7 @@ def write_model_card(folder, config: dict, metrics: dict, dataset: str, split: s
     common = dict(task_type="image-classification", dataset_type=dataset_id, dataset_name=dataset_id,
                   dataset_split=split)
     data = ModelCardData(
-        library_name="timm", tags=["image-classification", "kface", "oracle", config["architecture"]],
+        library_name="timm", license=license, tags=["image-classification", "kface", "oracle", config["architecture"]],
         model_name=name, eval_results=[
             EvalResult(metric_type="accuracy", metric_value=round(metrics["accuracy"], 4), **common),
             EvalResult(metric_type="f1", metric_name="Macro F1", metric_value=round(metrics["macro_f1"], 4),
@@ -147,6 +149,10 @@ logits = oracle.predict(images_uint8_nchw)  # resized to {config['resolution']} 
 {rows}
 
 Confusion matrix: `confusion_matrix.png`, counts and row-normalised rates in `metrics.json`.
+
+## Licence
+
+{licence_text(license, dataset, "train_oracle.py")}
 """
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
     path = Path(folder) / "README.md"

@@ -19,6 +19,24 @@ def add_hub_args(parser: argparse.ArgumentParser, kind: str = "model") -> None:
     g.add_argument("--hub_private", action="store_true", help="Create the repo as private.")
 
 
+# The Hub's licence ids are lower-case words joined by - and . (apache-2.0, cc-by-nc-4.0, openrail++, other)
+LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+
+
+def license_id(text: str) -> str:
+    if not LICENSE_ID.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a Hub licence id such as cc-by-nc-4.0, apache-2.0 or other")
+    return text
+
+
+def add_license_arg(parser) -> None:
+    """``--license``: the model card's licence. Weights trained on a dataset carry that dataset's terms, which only
+    the person training knows, so the default says so (``other``, with a line in the card) instead of guessing."""
+    parser.add_argument("--license", type=license_id, default="other",
+                        help="Licence id for the model card (Hub ids: cc-by-nc-4.0, apache-2.0, ...). The weights "
+                             "follow from your data's terms; 'other' (default) says the licence is not stated.")
+
+
 def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
     """``--overwrite``, the one way besides resuming to run into a folder that holds a result (kface.utils.outputs)."""
     parser.add_argument("--overwrite", action="store_true",
@@ -193,7 +211,7 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: int = 30, batch_s
     g.add_argument("--checkpointing_steps", type=checkpointing_every, default="epoch",
                    help="Save a resumable checkpoint every N optimiser steps, or every 'epoch'.")
     g.add_argument("--checkpoints_total_limit", type=positive_int, default=None,
-                   help="Keep only the newest N checkpoints.")
+                   help="Keep only the newest N checkpoints (default: %(default)s).")
     g.add_argument("--resume_from_checkpoint", default=None,
                    help="'latest' or a checkpoint-<step> folder in --output_dir.")
     add_overwrite_arg(g)

@@ -47,3 +47,13 @@ def push_folder(folder, repo_id: str, token: str | None = None, private: bool = 
             "check your login (HF_TOKEN or huggingface-cli login), the network and HF_HUB_OFFLINE"
         ) from None
     return str(getattr(info, "commit_url", info))
+
+
+def licence_text(license: str, dataset: str, script: str) -> str:
+    """The card's licence paragraph: weights inherit their training data's terms, which only the trainer knows."""
+    if license == "other":
+        return (f"Not stated. These weights are derived from `{dataset}`, and their terms follow from that data's "
+                f"licence, which only the person who trained them can state (kface's `{script} --license ID`, "
+                "e.g. `cc-by-nc-4.0`).")
+    return (f"`{license}`, as stated by the person who trained it (`{script} --license`); check that it fits the "
+            f"terms of the training data, `{dataset}`.")

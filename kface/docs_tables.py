@@ -1,0 +1,142 @@
+"""Result tables in the docs, rendered from committed JSON (``make docs``): a number in the docs has a file behind it.
+
+A table lives between two markers in README.md or docs/*.md::
+
+    <!-- results:NAME -->
+    (rendered: do not edit by hand)
+    <!-- /results -->
+
+and NAME is one of ``TABLES``: the JSON file it is rendered from (written by a benchmark's ``--output_json`` or by
+``make demo``, each with its provenance: commit, command, machine) and the function that renders it.
+
+    python -m kface.docs_tables            # rewrite the tables in place
+    python -m kface.docs_tables --check    # exit 1 and name the files whose tables differ from their JSON
+"""
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from .utils.errors import InputError, KfaceError, run_cli
+from .utils.io import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def provenance_line(prov: dict) -> str:
+    """One sentence: the command, the commit and the machine a result came from."""
+    m = prov.get("machine", {})
+    commit = (prov.get("commit") or "unknown")[:7] + (" with uncommitted changes" if prov.get("dirty") else "")
+    gpu = m.get("gpu")
+    device = f"GPU {gpu['name']}" if gpu else "no GPU"
+    threads = m.get("torch_threads")
+    load = m.get("load_1min")
+    plural = "" if threads == 1 else "s"
+    return (f"*Measured by `{prov.get('command', '?')}` at commit `{commit}` (kface {prov.get('kface_version', '?')}) "
+            f"on {m.get('cpu', '?')} ({m.get('cores', '?')} cores, {threads} torch thread{plural}, "
+            f"native bf16: {'yes' if m.get('native_bf16') else 'no'}, {device}), torch {m.get('torch', '?')}"
+            + (f", load average {load:g}" if isinstance(load, (int, float)) else "")
+            + f", {str(prov.get('utc', '?'))[:10]}."
+            + (" The load average exceeded the cores: other jobs shared the CPU, so wall-clock rates are noisy."
+               if isinstance(load, (int, float)) and load > (m.get("cores") or load) else "") + "*")
+
+
+def demo_table(record: dict) -> str:
+    """The demo's results: kface.demo's own table of the committed results.json, its stage times, its provenance."""
+    from .demo import results_table
+
+    lines = [results_table(record["rows"]), ""]
+    wall, total, budget = record.get("wall_s"), record.get("sum_s"), record.get("budget_s")
+    if wall is not None:
+        lines += [f"Stages: {wall:.0f} s of wall time ({total:.0f} s summed over stages that ran side by side)"
+                  + (f"; budget {budget:.0f} s, {'within' if wall <= budget else 'over'} it." if budget else "."), ""]
+    return "\n".join(lines + [provenance_line(record["provenance"])])
+
+
+def evaluate_throughput_table(r: dict) -> str:
+    return "\n".join([
+        "| oracle | resolution | device | precision | batch | bare forward (img/s) | evaluate.py pass (img/s) "
+        "| ratio | channels_last speed-up |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+        f"| {r['model']} | {r['resolution']} | {r['device']} | {r['mixed_precision']} | {r['batch_size']} "
+        f"| {r['bare_images_per_s']} | {r['evaluate_images_per_s']} | {r['ratio']:.3f} "
+        f"| {r['channels_last_speedup']:.2f}x |", "", provenance_line(r["provenance"])])
+
+
+def sample_throughput_table(r: dict) -> str:
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    return "\n".join([
+        "| sampler | steps | w | batch | precision | bare UNet img/s | sample.py img/s | ratio | ratio in CPU time |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        f"| {r['scheduler']} | {r['steps']} | {r['guidance_scale']:g} | {r['batch_size']} | {r['mixed_precision']} "
+        f"| {mean(r['bare_images_per_second']):.1f} | {mean(r['sample_images_per_second']):.1f} | {r['ratio']:.3f} "
+        f"| {r['ratio_cpu_time']:.3f} |", "", provenance_line(r["provenance"])])
+
+
+def groupnorm_table(r: dict) -> str:
+    lines = ["| UNet | fewest channels per GroupNorm group | train img/s (median step) | mean response at t = 999 |",
+             "|---|---:|---:|---:|"]
+    lines += [f"| {m['model']} | {m['fewest_channels_per_group']} | {m['train_img_per_s']} "
+              f"| {m['mean_response_norm']} |" for m in r["models"]]
+    lines += ["", f"Step time, 8 groups over 32: {r['new_over_old_step_time']:.3f} (median of {r['reps']} interleaved "
+              f"steps at batch {r['batch_size']}).", "", provenance_line(r["provenance"])]
+    return "\n".join(lines)
+
+
+# NAME -> (JSON file relative to the repository, renderer, the command that writes the file)
+TABLES = {
+    "demo": ("docs/results/demo.json", demo_table,
+             "make demo, then copy demo_output/results.json to docs/results/demo.json"),
+    "evaluate_throughput": ("benchmarks/results/evaluate_throughput.json", evaluate_throughput_table,
+                            "python benchmarks/evaluate_throughput.py --output_json ..."),
+    "sample_throughput": ("benchmarks/results/sample_throughput.json", sample_throughput_table,
+                          "python benchmarks/sample_throughput.py --output_json ..."),
+    "groupnorm_presets": ("benchmarks/results/groupnorm_presets.json", groupnorm_table,
+                          "python benchmarks/groupnorm_presets.py --output_json ..."),
+}
+
+
+def render_table(name: str, repo: Path = REPO) -> str:
+    """The markdown of table ``name`` from its committed JSON, or one line saying that no result is committed."""
+    if name not in TABLES:
+        raise InputError(f"<!-- results:{name} -->: no such table; known: {sorted(TABLES)}")
+    path, render, how = TABLES[name]
+    if not (repo / path).is_file():
+        return f"*No committed result: `{path}` does not exist ({how}; then `make docs`).*"
+    return render(json.loads((repo / path).read_text()))
+
+
+def render_text(text: str, repo: Path = REPO) -> str:
+    """``text`` with every results block's body replaced by its rendered table."""
+    return BLOCK.sub(lambda m: f"{m.group(1)}{render_table(m.group('name'), repo)}\n{m.group(4)}", text)
+
+
+def doc_files(repo: Path = REPO) -> list[Path]:
+    return [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+
+
+def main(args) -> None:
+    stale = []
+    for path in doc_files(REPO):
+        text = path.read_text()
+        new = render_text(text)
+        if new != text:
+            stale.append(path.relative_to(REPO))
+            if not args.check:
+                atomic_write_text(path, new)
+    if args.check and stale:
+        raise KfaceError(f"tables differ from their JSON in {[str(p) for p in stale]}; run make docs")
+    sys.stdout.write(f"{'stale' if args.check else 'rewrote'}: {[str(p) for p in stale] or 'nothing'}\n")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="Change nothing; fail if a table differs from its JSON.")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())
