@@ -97,24 +97,3 @@ def save_closest_pairs(gen_images: np.ndarray, train_images: np.ndarray, pairs: 
         titles += [f"gen {p['class']}" + (" COPY" if p["copy"] else ""), f"train d={p['pixels']:.3f}"]
     return save_image_grid(np.stack(images), path, ncols=2 * per_row, titles=titles)
 
-
-def save_fidelity_coverage(points: list[dict], path, *, title: str = "Identity (class RCA) against coverage") -> Path:
-    """RCA against coverage (as a share of the real-vs-real coverage), one point per identity, one colour per
-    guidance scale; ``points``: dicts with ``guidance``, ``rca``, ``coverage`` (None: left out), ``name``."""
-    fig = _figure(6.0, 4.5)
-    ax = fig.add_subplot(1, 1, 1)
-    scales = sorted({p["guidance"] for p in points})
-    colours = [f"C{i % 10}" for i in range(len(scales))]
-    for w, colour in zip(scales, colours):
-        pts = [p for p in points if p["guidance"] == w and p["rca"] is not None and p["coverage"] is not None]
-        ax.scatter([p["coverage"] for p in pts], [p["rca"] for p in pts], color=colour, label=f"w = {w:g}", s=25)
-        for p in pts:
-            ax.annotate(p["name"], (p["coverage"], p["rca"]), fontsize=6, alpha=0.7, xytext=(2, 2),
-                        textcoords="offset points")
-    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
-    ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("coverage, generated / real-vs-real (1: the real variety)")
-    ax.set_ylabel("class RCA (1: identity as in real photos)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
