@@ -125,7 +125,7 @@ Each cell: generated value{' [95% bootstrap interval]' if (metrics.get('fidelity
 
 In Inception features (clean-fid's network, the FID features):
 
-{fidelity_table(vis.get('fidelity'))}
+{fidelity_table(vis.get('fidelity')) if vis else 'Not computed (--no_visual).'}
 
 ## Memorisation: nearest training image
 

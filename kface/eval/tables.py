@@ -242,7 +242,7 @@ def memorisation_table(metrics: dict) -> str:
                      f"{r['median_pixels']['generated']:.3f} / {_num(r['median_pixels']['real'])} |")
     lines.append(f"| **Global** | {memo['copies']} ({memo['share']:.2f}) | {memo['share_real']:.2f} | | |")
     t = memo["thresholds"]
-    lines += ["", f"A copy: {memo['definition']} (thresholds, the {memo['percentile']:g}th percentile of the real test "
+    lines += ["", f"Rule: {memo['definition']} (thresholds, the {memo['percentile']:g}th percentile of the real test "
                   f"images' distances: oracle {t['oracle']:.3f}, pixels {t['pixels']:.4f})."]
     return "\n".join(lines)
 
