@@ -62,17 +62,17 @@ def _prdc_counts(d_rf, r_real, r_fake, k, c_real, c_fake, keys=PRDC_KEYS) -> dic
     in_real = (d_rf < r_real[:, None]).astype(np.float32)  # fake j inside real i's ball
     in_fake = (d_rf < r_fake[None, :]).astype(np.float32)  # real i inside fake j's ball
     c_real, c_fake = c_real.astype(np.float32), c_fake.astype(np.float32)
-    n_real, n_fake = c_real.sum(axis=1), c_fake.sum(axis=1)
+    n_real, n_fake = c_real.sum(axis=1, dtype=np.float64), c_fake.sum(axis=1, dtype=np.float64)
     out = {}
     if "precision" in keys or "density" in keys:
         hits = c_real @ in_real  # (B, n_fake): real balls (with multiplicity) holding each fake
-        out["precision"] = (c_fake * (hits > 0)).sum(axis=1) / n_fake
-        out["density"] = (c_fake * hits).sum(axis=1) / (k * n_fake)
+        out["precision"] = (c_fake * (hits > 0)).sum(axis=1, dtype=np.float64) / n_fake
+        out["density"] = (c_fake * hits).sum(axis=1, dtype=np.float64) / (k * n_fake)
     if "recall" in keys:
-        out["recall"] = (c_real * ((c_fake @ in_fake.T) > 0)).sum(axis=1) / n_real
+        out["recall"] = (c_real * ((c_fake @ in_fake.T) > 0)).sum(axis=1, dtype=np.float64) / n_real
     if "coverage" in keys:
-        out["coverage"] = (c_real * ((c_fake @ in_real.T) > 0)).sum(axis=1) / n_real
-    return {key: out[key].astype(np.float64) for key in keys}
+        out["coverage"] = (c_real * ((c_fake @ in_real.T) > 0)).sum(axis=1, dtype=np.float64) / n_real
+    return {key: out[key] for key in keys}
 
 
 def prdc(real: np.ndarray, fake: np.ndarray, k: int = DEFAULT_K) -> dict:
