@@ -138,7 +138,8 @@ def _first_oracle(m: dict) -> dict:
 
 def verdict_table(evals: list[dict]) -> str:
     """Per identity and guidance scale, the first oracle's verdict (lost: with the label it is taken for)."""
-    evals = sorted((m for m in evals if _first_oracle(m).get("verdicts")), key=lambda m: m["samples_meta"]["guidance_scale"])
+    evals = sorted((m for m in evals if _first_oracle(m).get("verdicts")),
+                   key=lambda m: m["samples_meta"]["guidance_scale"])
     if not evals:
         return "No verdicts (evaluations without fidelity)."
     names = list(_first_oracle(evals[0])["verdicts"]["per_class"])
@@ -328,8 +329,8 @@ def write_report(demo_dir: Path, evals: list[dict], stage_times: dict, budget_s:
         parts += [f"### w = {w:g}", "", f"Full report: [{rel(d / 'report.md')}]({rel(d / 'report.md')})", "",
                   f"![confusion, real vs generated]({rel(d / 'confusion_real_vs_generated.png')})", ""]
         if (d / "closest_pairs.png").exists():
-            parts += [f"Closest pairs (generated | nearest training image): ![closest pairs]({rel(d / 'closest_pairs.png')})",
-                      ""]
+            pairs = rel(d / "closest_pairs.png")
+            parts += [f"Closest pairs (generated | nearest training image): ![closest pairs]({pairs})", ""]
         grids = Path(m["config"]["samples"]) / "grids"
         for grid in sorted(grids.glob("*.png"))[:10] if grids.is_dir() else []:
             parts.append(f"![{grid.stem}]({rel(grid)})")

@@ -141,23 +141,27 @@ def test_demo_precision_is_bf16_only_where_it_is_native(cpuinfo, cuda_bf16, expe
 
 def _with_fidelity(m, verdicts: dict, coverage: float):
     """evaluate.py's fidelity entries, by hand: global P/R/C, copies, and one verdict per class."""
-    side = {"precision": 0.9, "recall": 0.8, "coverage": coverage, "interval": {"coverage": [coverage - 0.1, coverage]}}
+    side = {"precision": 0.9, "recall": 0.8, "coverage": coverage,
+            "interval": {"coverage": [coverage - 0.1, coverage]}}
     m["fidelity"] = {"global": {"generated": side, "real": {"precision": 0.95, "recall": 0.9, "coverage": 0.7}}}
     m["memorisation"] = {"share": 0.02}
-    counts = {v: sum(x == v for x, _ in verdicts.values()) for v in ("kept", "caricatured", "lost", "copied", "unknown")}
-    m["verdicts"] = {"per_class": {n: {"verdict": v, "confused_with": c, "class_rca": 0.9, "coverage_ratio": coverage / 0.7}
-                                   for n, (v, c) in verdicts.items()},
-                     "counts": counts, "thresholds": {"copied_share": 0.25, "lost_rca": 0.7, "lost_precision_ratio": 0.25,
-                                                      "caricature_ratio": 0.5}}
+    kinds = ("kept", "caricatured", "lost", "copied", "unknown")
+    counts = {v: sum(x == v for x, _ in verdicts.values()) for v in kinds}
+    per_class = {n: {"verdict": v, "confused_with": c, "class_rca": 0.9, "coverage_ratio": coverage / 0.7}
+                 for n, (v, c) in verdicts.items()}
+    thresholds = {"copied_share": 0.25, "lost_rca": 0.7, "lost_precision_ratio": 0.25, "caricature_ratio": 0.5}
+    m["verdicts"] = {"per_class": per_class, "counts": counts, "thresholds": thresholds}
     return m
 
 
 def test_report_gives_the_verdict_of_each_identity_at_each_guidance(tmp_path):
     low = _with_fidelity(_metrics(1.0, 0.4, 0.8, 0.3, 0.5, 9.0), {"a": ("kept", None), "b": ("lost", "a")}, 0.6)
-    high = _with_fidelity(_metrics(5.0, 0.7, 0.8, 0.6, 0.8, 4.0), {"a": ("caricatured", None), "b": ("kept", None)}, 0.2)
+    high = _with_fidelity(_metrics(5.0, 0.7, 0.8, 0.6, 0.8, 4.0), {"a": ("caricatured", None), "b": ("kept", None)},
+                          0.2)
     old = _metrics(3.0, 0.6, 0.8, 0.5, 0.7, 5.0)  # an evaluation without fidelity: a gap, not an error
-    table = write_report(tmp_path, [dict(high, _dir=tmp_path), dict(old, _dir=tmp_path), dict(low, _dir=tmp_path)], {})
-    assert "| 1 | oracle | 0.900 / 0.950 | 0.800 / 0.900 | 0.600 [0.500, 0.600] / 0.700 | 0.020 | 1 | 0 | 1 | 0 |" in table
+    table = write_report(tmp_path, [dict(m, _dir=tmp_path) for m in (high, old, low)], {})
+    assert ("| 1 | oracle | 0.900 / 0.950 | 0.800 / 0.900 | 0.600 [0.500, 0.600] / 0.700 | 0.020 | 1 | 0 | 1 | 0 |"
+            in table)
     assert "| a | kept | caricatured |" in table and "| b | lost (as a) | kept |" in table
     report = (tmp_path / "report.md").read_text()
     assert "## Kept, caricatured, lost or copied?" in report and "*lost*: class RCA < 0.7" in report

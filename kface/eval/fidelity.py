@@ -25,7 +25,8 @@ Bootstrap intervals are percentile intervals over class-stratified resamples of 
 averages over (generated images for precision and density, real ones for recall and coverage), the other
 set held whole and the k-NN balls at the full sets' radii (a resample that repeats an image would otherwise
 give it a zero radius). The interval is the sampling error of that average; the smallness of the real sets,
-which biases the radii themselves, shows in the real-vs-real ceiling instead. Everything is a pure numpy function; evaluate.py passes the features in.
+which biases the radii themselves, shows in the real-vs-real ceiling instead. Everything is a pure numpy
+function; evaluate.py passes the features in.
 """
 
 import numpy as np
@@ -160,8 +161,8 @@ def fidelity_metrics(ref, ref_labels, gen, gen_labels, test, test_labels, class_
                                        fake_strata=test_labels, real_radii=radii, **kw)}
     return {"space": space, "k": k, "reference": REFERENCE, "per_class": per_class, "global": glob,
             "bootstrap": {"num_resamples": num_resamples, "seed": seed, "level": level,
-                          "method": "percentile, class-stratified; generated images resampled for precision and density, "
-                                    "real ones for recall and coverage; k-NN radii of the full sets"}
+                          "method": "percentile, class-stratified; generated images resampled for precision and "
+                                    "density, real ones for recall and coverage; k-NN radii of the full sets"}
             if num_resamples else None}
 
 
@@ -207,7 +208,8 @@ def memorisation(train_feats, train_images, gen_feats, gen_images, gen_labels, t
         g, t = gen_labels == c, test_labels == c
         if not g.any():
             continue
-        per_class[name] = {"share": float(copy_gen[g].mean()), "copies": int(copy_gen[g].sum()), "num_gen": int(g.sum()),
+        per_class[name] = {"share": float(copy_gen[g].mean()), "copies": int(copy_gen[g].sum()),
+                           "num_gen": int(g.sum()),
                            "share_real": float(copy_test[t].mean()) if t.any() else None,
                            **{f"median_{s}": {"generated": float(np.median(dist[s][0][g])),
                                               "real": float(np.median(dist[s][1][t])) if t.any() else None}
@@ -234,7 +236,8 @@ def class_verdict(class_rca, prdc_gen: dict | None, prdc_real: dict | None, copy
     ratios = {key: _ratio(gen.get(key), real.get(key)) for key in ("precision", "recall", "coverage")}
     out = {"class_rca": class_rca, "copy_share": copy_share, **{f"{k}_ratio": v for k, v in ratios.items()}}
     if copy_share is not None and copy_share >= t["copied_share"]:
-        return {**out, "verdict": "copied", "why": f"{copy_share:.2f} of its images are copies (>= {t['copied_share']})"}
+        return {**out, "verdict": "copied",
+                "why": f"{copy_share:.2f} of its images are copies (>= {t['copied_share']})"}
     if class_rca is not None and class_rca < t["lost_rca"]:
         return {**out, "verdict": "lost", "confused_with": confused_with,
                 "why": f"class RCA {class_rca:.2f} < {t['lost_rca']}" + (f"; taken for {confused_with}"

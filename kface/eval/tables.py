@@ -237,7 +237,8 @@ def memorisation_table(metrics: dict) -> str:
     lines = ["| Class | Copies (share) | Real test images under the same rule | Median distance to nearest train, "
              "oracle: gen / real | pixels (RMS): gen / real |", "|---|---|---:|---|---|"]
     for name, r in memo["per_class"].items():
-        lines.append(f"| {name} | {r['copies']} of {r['num_gen']} ({r['share']:.2f}) | {_num(r['share_real'], '.2f')} | "
+        lines.append(f"| {name} | {r['copies']} of {r['num_gen']} ({r['share']:.2f}) | {_num(r['share_real'], '.2f')} "
+                     "| "
                      f"{r['median_oracle']['generated']:.3f} / {_num(r['median_oracle']['real'])} | "
                      f"{r['median_pixels']['generated']:.3f} / {_num(r['median_pixels']['real'])} |")
     lines.append(f"| **Global** | {memo['copies']} ({memo['share']:.2f}) | {memo['share_real']:.2f} | | |")
@@ -262,7 +263,8 @@ def verdict_table(metrics: dict) -> str:
     lines = ["| Class | Verdict | Class RCA | Coverage / real | Recall / real | Precision / real | Copies | Why |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for name, v in ver["per_class"].items():
-        lines.append(f"| {name} | **{v['verdict']}** | {_num(v['class_rca'], '.2f')} | {_num(v['coverage_ratio'], '.2f')} "
+        lines.append(f"| {name} | **{v['verdict']}** | {_num(v['class_rca'], '.2f')} "
+                     f"| {_num(v['coverage_ratio'], '.2f')} "
                      f"| {_num(v['recall_ratio'], '.2f')} | {_num(v['precision_ratio'], '.2f')} "
                      f"| {_num(v['copy_share'], '.2f')} | {v['why']} |")
     counts = ", ".join(f"{n} {k}" for k, n in ver["counts"].items() if n)
