@@ -130,9 +130,8 @@ def load_inputs(args, device):
         ds = load_image_dataset(args.dataset, resolution=resolution)
     if "test" not in ds:
         raise KfaceError(f"--dataset {args.dataset}: no 'test' split (has {list(ds)}); Accuracy_real needs one")
-    if "train" not in ds and not (args.no_visual and args.no_fidelity):
-        raise KfaceError(f"--dataset {args.dataset}: no 'train' split, the FID/KID and fidelity reference; or pass "
-                         "--no_visual --no_fidelity")
+    if "train" not in ds and not args.no_visual:
+        raise KfaceError(f"--dataset {args.dataset}: no 'train' split, the FID/KID reference; or pass --no_visual")
     names = check_class_names({**{f"--oracle {n}": o.class_names for n, o in oracles.items()},
                                "--dataset": class_names(ds)})
     with cli_flag("--dataset"):
@@ -144,7 +143,9 @@ def load_inputs(args, device):
         real.images, real.labels = real.images[keep], real.labels[keep]
     gen.images = match_resolution(gen.images, real.images.shape[-1], what="--samples images")
     train = None
-    if not args.no_fidelity:  # the sampled classes' train images: fidelity's reference and memorisation's
+    if not args.no_fidelity and "train" not in ds:
+        logger.warning(f"--dataset {args.dataset}: no 'train' split, so no fidelity, coverage or memorisation")
+    elif not args.no_fidelity:  # the sampled classes' train images: fidelity's reference and memorisation's
         train = read_dataset_split(ds["train"], split="train")
         keep = np.isin(train.labels, sampled)
         train.images, train.labels = train.images[keep], train.labels[keep]
@@ -169,7 +170,9 @@ def compute_identity(args, oracle, gen, real, names, device, degraded=None, matc
     out["oracle_frechet"] = per_class_frechet(real_feats, real.labels, gen_feats, gen.labels, names)
     out["oracle_frechet"]["reference"] = "real test split"
     out["feature_diversity"] = feature_diversity(real_feats, real.labels, gen_feats, gen.labels, names)
-    if train is not None:
+    if train is None and not args.no_fidelity:
+        out["fidelity"] = {"skipped": "the dataset has no train split, the reference of fidelity and memorisation"}
+    elif train is not None:
         _, train_feats = oracle_outputs(oracle, train.images, **pass_kwargs)
         out.update(fidelity_section(train_feats, train, gen_feats, gen, real_feats, real, names, ident,
                                     k=args.fidelity_k, num_resamples=args.bootstrap, seed=args.seed,
