@@ -114,7 +114,7 @@ def fidelity_rows(evals: list[dict]) -> list[dict]:
                          **{f"{k}_{side}": (g[side] if "unavailable" not in g[side] else {}).get(k)
                             for k in ("precision", "recall", "coverage") for side in ("generated", "real")},
                          "coverage_ci": (g["generated"].get("interval") or {}).get("coverage"),
-                         "copies": o["memorisation"]["share"], "verdicts": o["verdicts"]["counts"]})
+                         "copies": o["memorisation"].get("share"), "verdicts": o["verdicts"]["counts"]})
     return rows
 
 
@@ -127,7 +127,7 @@ def fidelity_table(rows: list[dict]) -> str:
         v = r["verdicts"]
         lines.append(f"| {r['guidance']:g} | {r['oracle']} | {_opt(r['precision_generated'])} / "
                      f"{_opt(r['precision_real'])} | {_opt(r['recall_generated'])} / {_opt(r['recall_real'])} "
-                     f"| {cov} / {_opt(r['coverage_real'])} | {r['copies']:.3f} | {v['kept']} | {v['caricatured']} "
+                     f"| {cov} / {_opt(r['coverage_real'])} | {_opt(r['copies'])} | {v['kept']} | {v['caricatured']} "
                      f"| {v['lost']} | {v['copied']} |")
     return "\n".join(lines)
 

@@ -283,6 +283,9 @@ def fidelity_section(train_feats, train, gen_feats, gen, test_feats, test, class
     whose ``labels`` index ``class_names``; the ``*_feats`` are the oracle's features of their images."""
     fid = fidelity_metrics(train_feats, train.labels, gen_feats, gen.labels, test_feats, test.labels, class_names,
                            k=k, num_resamples=num_resamples, seed=seed)
-    memo = memorisation(train_feats, train.images, gen_feats, gen.images, gen.labels, test_feats, test.images,
-                        test.labels, class_names, percentile=percentile)
+    try:
+        memo = memorisation(train_feats, train.images, gen_feats, gen.images, gen.labels, test_feats, test.images,
+                            test.labels, class_names, percentile=percentile)
+    except InputError as err:  # too few real images for a threshold: the other numbers still stand
+        memo = {"skipped": str(err)}
     return {"fidelity": fid, "memorisation": memo, "verdicts": verdicts(identity, fid, memo)}

@@ -234,6 +234,8 @@ def memorisation_table(metrics: dict) -> str:
     memo = metrics.get("memorisation")
     if not memo:
         return "Not computed (--no_fidelity, or metrics.json from an older kface)."
+    if "skipped" in memo:
+        return f"Skipped: {memo['skipped']}"
     lines = ["| Class | Copies (share) | Real test images under the same rule | Median distance to nearest train, "
              "oracle: gen / real | pixels (RMS): gen / real |", "|---|---|---:|---|---|"]
     for name, r in memo["per_class"].items():
