@@ -1,5 +1,7 @@
 """Evaluate generated faces: identity (RCA, per-class P/R/F1, confusion, bootstrap CIs, oracle Fréchet
-distance, feature-space diversity, low-level shift and nuisance-matched RCA) and visual metrics (FID, KID, IS, per-class LPIPS).
+distance, feature-space diversity, low-level shift and nuisance-matched RCA), fidelity and coverage
+(precision, recall, density, coverage), memorisation, a verdict per identity (kept, caricatured, lost,
+copied) and visual metrics (FID, KID, IS, per-class LPIPS).
 
 RCA = Accuracy_gen / Accuracy_real: the oracle's accuracy on the generated images (target: the class each
 image was conditioned on) over its accuracy on the real test split. The real train split is the FID/KID
@@ -11,7 +13,8 @@ reference. Visual metrics whose network weights cannot be had offline are report
         --output_dir eval-2 --no_visual      # two oracles side by side
 
 Writes to --output_dir: metrics.json (every number, the config, package versions, input fingerprints),
-report.md (the paper's Tables 3 and 4), confusion_*.png, class_rca.png, lpips_diversity.png.
+report.md (the paper's Tables 3 and 4), confusion_*.png, class_rca.png, lpips_diversity.png,
+closest_pairs.png (each generated image nearest a training image, beside it).
 See docs/evaluate.md.
 """
 
@@ -27,11 +30,12 @@ from accelerate.utils.environment import parse_flag_from_env
 from kface.data import class_names, load_image_dataset, read_dataset_split, require_classes
 from kface.eval.classification import confusion_counts
 from kface.eval.diversity import feature_diversity
+from kface.eval.fidelity import COPY_PERCENTILE, DEFAULT_K, fidelity_section
 from kface.eval.features import oracle_outputs, per_class_frechet
 from kface.eval.inputs import check_class_names, check_sampled_classes, match_resolution
 from kface.eval.matching import degradations, match_nuisance
 from kface.eval.nuisance import degraded_accuracies, nuisance_matched_rca, oracle_predict, predicted_labels
-from kface.eval.rca import bootstrap_rca, relative_classification_accuracy
+from kface.eval.rca import MIN_RESAMPLES, bootstrap_rca, relative_classification_accuracy
 from kface.eval.report import (config_hash, package_versions, push_metrics_to_card, update_local_card,
                                write_outputs)
 from kface.eval.shift import shift_summary
@@ -63,10 +67,19 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="Seed of the bootstrap, KID subsets and LPIPS pairs.")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000,
-                   help="Bootstrap resamples for the 95%% intervals of RCA (0: none).")
+                   help=f"Bootstrap resamples for the 95%% intervals of RCA and fidelity (0: none; else at "
+                        f"least {MIN_RESAMPLES}).")
     p.add_argument("--no_nuisance", action="store_true",
                    help="Skip the oracle-nuisance diagnostic (real test images degraded to the samples' "
                         "low-level statistics) and nuisance-matched RCA.")
+    f = p.add_argument_group("fidelity, coverage and memorisation (see docs/evaluate.md)")
+    f.add_argument("--no_fidelity", action="store_true",
+                   help="Skip precision/recall/density/coverage, memorisation and the per-identity verdicts "
+                        "(they need the dataset's train split and one more oracle pass, over it).")
+    f.add_argument("--fidelity_k", type=positive_int, default=DEFAULT_K,
+                   help="k of the k-nearest-neighbour balls of precision, recall, density and coverage.")
+    f.add_argument("--copy_percentile", type=float, default=COPY_PERCENTILE,
+                   help="A copy is nearer a training image than all but this %% of the real test images are.")
     g = p.add_argument_group("visual metrics")
     g.add_argument("--no_visual", action="store_true", help="Skip FID/KID/IS/LPIPS (identity metrics only).")
     g.add_argument("--fid_mode", choices=FID_MODES, default="clean", help="clean-fid's resizing/network mode.")
@@ -90,6 +103,11 @@ def check_args(args) -> None:
     for flag in ("samples", "dataset", "oracle", "output_dir"):
         if not getattr(args, flag):
             raise KfaceError(f"--{flag} is required (see python evaluate.py --help)")
+    if 0 < args.bootstrap < MIN_RESAMPLES:
+        raise KfaceError(f"--bootstrap {args.bootstrap}: a 95% percentile interval needs at least {MIN_RESAMPLES} "
+                         "resamples; pass 1000 (the default), or 0 for no intervals")
+    if not 0 < args.copy_percentile < 100:
+        raise KfaceError(f"--copy_percentile {args.copy_percentile}: a percentage in (0, 100), e.g. 5")
     refuse_inputs_inside(args.output_dir, {"--samples": args.samples, "--dataset": args.dataset,
                                            "--oracle": args.oracle, "--inception_weights": args.inception_weights,
                                            "--lpips_backbone": args.lpips_backbone})
@@ -132,13 +150,20 @@ def load_inputs(args, device):
         keep = np.isin(real.labels, sampled)
         real.images, real.labels = real.images[keep], real.labels[keep]
     gen.images = match_resolution(gen.images, real.images.shape[-1], what="--samples images")
-    return oracles, gen, real, ds, names
+    train = None
+    if not args.no_fidelity and "train" not in ds:
+        logger.warning(f"--dataset {args.dataset}: no 'train' split, so no fidelity, coverage or memorisation")
+    elif not args.no_fidelity:  # the sampled classes' train images: fidelity's reference and memorisation's
+        train = read_dataset_split(ds["train"], split="train")
+        keep = np.isin(train.labels, sampled)
+        train.images, train.labels = train.images[keep], train.labels[keep]
+    return oracles, gen, real, ds, names, train
 
 
-def compute_identity(args, oracle, gen, real, names, device, degraded=None, matched=None) -> dict:
+def compute_identity(args, oracle, gen, real, names, device, degraded=None, matched=None, train=None) -> dict:
     """The oracle pass over both sets, then RCA, its bootstrap intervals, the oracle Fréchet distance, the
-    feature-space diversity and, given ``degraded`` real images and the ``matched`` sets, the oracle-nuisance
-    diagnostic and nuisance-matched RCA."""
+    feature-space diversity; given ``degraded`` real images and the ``matched`` sets, the oracle-nuisance
+    diagnostic and nuisance-matched RCA; given the ``train`` images, fidelity, memorisation and the verdicts."""
     progress = PartialState().is_local_main_process
     pass_kwargs = dict(batch_size=args.batch_size, device=device, mixed_precision=args.mixed_precision,
                        progress=progress)
@@ -153,6 +178,13 @@ def compute_identity(args, oracle, gen, real, names, device, degraded=None, matc
     out["oracle_frechet"] = per_class_frechet(real_feats, real.labels, gen_feats, gen.labels, names)
     out["oracle_frechet"]["reference"] = "real test split"
     out["feature_diversity"] = feature_diversity(real_feats, real.labels, gen_feats, gen.labels, names)
+    if train is None and not args.no_fidelity:
+        out["fidelity"] = {"skipped": "the dataset has no train split, the reference of fidelity and memorisation"}
+    elif train is not None:
+        _, train_feats = oracle_outputs(oracle, train.images, **pass_kwargs)
+        out.update(fidelity_section(train_feats, train, gen_feats, gen, real_feats, real, names, ident,
+                                    k=args.fidelity_k, num_resamples=args.bootstrap, seed=args.seed,
+                                    percentile=args.copy_percentile))
     if degraded is not None:
         out["nuisance"] = nuisance_metrics(args, oracle, device, ident, degraded, matched, gen.labels, real.labels)
     return out
@@ -197,7 +229,7 @@ def main(args):
     if not state.is_main_process:  # one pass over in-memory arrays: extra processes would only repeat it
         return
     hub_id, device = None, state.device
-    oracles, gen, real, ds, names = load_inputs(args, device)
+    oracles, gen, real, ds, names, train = load_inputs(args, device)
     if args.push_to_hub:
         hub_id = args.hub_model_id or pipeline_hub_id(gen.meta)
         require_repo_id(True, hub_id, "--hub_model_id (samples.json's pipeline is not a Hub id)")
@@ -212,20 +244,22 @@ def main(args):
         metrics["shift"] = shift_summary(gen.images, real.images)
         degraded = degradations(real.images, metrics["shift"]["generated"], seed=args.seed)
         matched = match_nuisance(gen.images, real.images, seed=args.seed)
-    metrics["oracles"] = {name: compute_identity(args, oracle, gen, real, names, device, degraded, matched)
+    metrics["oracles"] = {name: compute_identity(args, oracle, gen, real, names, device, degraded, matched, train)
                           for name, oracle in oracles.items()}
     metrics.update(next(iter(metrics["oracles"].values())))  # the first --oracle's, where one-oracle readers look
     if not args.no_visual:
         metrics["visual"] = visual_metrics(
             gen, lambda: read_dataset_split(ds["train"], split="train"), fid_mode=args.fid_mode,
             inception_weights=args.inception_weights, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,
-            lpips_pairs=args.lpips_pairs, seed=args.seed, batch_size=args.visual_batch_size, device=device)
+            lpips_pairs=args.lpips_pairs, seed=args.seed, batch_size=args.visual_batch_size, device=device,
+            fidelity=None if args.no_fidelity else dict(real_test=real, k=args.fidelity_k, class_names=names,
+                                                        num_resamples=args.bootstrap))
     metrics["num_processes"] = state.num_processes  # the others returned above: the numbers do not depend on it
     metrics["config"] = recordable_args(args)
     metrics["samples_meta"] = gen.meta
     metrics["versions"] = package_versions()
     metrics["fingerprints"] = fingerprints(args, oracles, gen, real, ds)
-    files = write_outputs(metrics, args.output_dir)
+    files = write_outputs(metrics, args.output_dir, pair_images=None if train is None else (gen.images, train.images))
     ident = metrics["identity"]
     logger.info(f"RCA {ident['rca']} (accuracy gen {ident['accuracy_gen']:.4f} / real {ident['accuracy_real']:.4f}); "
                 f"wrote {sorted(files.values())} to {args.output_dir}")

@@ -7,8 +7,8 @@
 ``no`` elsewhere: emulated bf16 on a CPU without them is ~18x slower than fp32.
 ``stage`` runs one command and records its wall time (a stage that was already complete and is skipped by make
 keeps its earlier time). ``summary`` reads each ``metrics.json`` written by evaluate.py and writes
-``<demo_dir>/report.md``, ``guidance_sweep.png`` and ``results.json`` (the table's rows with the commit and the
-machine), and prints the results table.
+``<demo_dir>/report.md``, ``guidance_sweep.png``, ``fidelity_coverage.png`` and ``results.json`` (the table's rows
+with the commit and the machine), and prints the results tables.
 """
 
 import argparse
@@ -104,6 +104,105 @@ def summary_rows(evals: list[dict]) -> list[dict]:
                 "lpips": _visual(m, "lpips"), "fid": _visual(m, "fid"),
             })
     return sorted(rows, key=lambda r: r["guidance"])  # stable: oracles keep their --oracle order
+
+
+def fidelity_rows(evals: list[dict]) -> list[dict]:
+    """One row per (guidance, oracle) of evaluate.py's fidelity, memorisation and verdicts (absent: older runs
+    or --no_fidelity, left out)."""
+    rows = []
+    for m in sorted(evals, key=lambda m: m["samples_meta"]["guidance_scale"]):
+        for name, o in (m.get("oracles") or {"oracle": m}).items():
+            if not o.get("verdicts"):
+                continue
+            g = o["fidelity"]["global"]
+            rows.append({"guidance": m["samples_meta"]["guidance_scale"], "oracle": name,
+                         **{f"{k}_{side}": (g[side] if "unavailable" not in g[side] else {}).get(k)
+                            for k in ("precision", "recall", "coverage") for side in ("generated", "real")},
+                         "coverage_ci": (g["generated"].get("interval") or {}).get("coverage"),
+                         "copies": o["memorisation"].get("share"), "verdicts": o["verdicts"]["counts"]})
+    return rows
+
+
+def fidelity_table(rows: list[dict]) -> str:
+    lines = ["| guidance | oracle | precision gen / real | recall gen / real | coverage gen [95% CI] / real "
+             "| copies | kept | caricatured | lost | copied |", "|---:|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ci = r["coverage_ci"]
+        cov = _opt(r["coverage_generated"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        v = r["verdicts"]
+        lines.append(f"| {r['guidance']:g} | {r['oracle']} | {_opt(r['precision_generated'])} / "
+                     f"{_opt(r['precision_real'])} | {_opt(r['recall_generated'])} / {_opt(r['recall_real'])} "
+                     f"| {cov} / {_opt(r['coverage_real'])} | {_opt(r['copies'])} | {v['kept']} | {v['caricatured']} "
+                     f"| {v['lost']} | {v['copied']} |")
+    return "\n".join(lines)
+
+
+def _first_oracle(m: dict) -> dict:
+    return next(iter(m["oracles"].values())) if m.get("oracles") else m
+
+
+def verdict_rows(evals: list[dict]) -> list[dict]:
+    """Per guidance scale, the first oracle's verdict of each identity and the thresholds behind them (the part of
+    evaluate.py's metrics.json that ``verdict_table`` shows; results.json keeps it)."""
+    evals = sorted((m for m in evals if _first_oracle(m).get("verdicts")),
+                   key=lambda m: m["samples_meta"]["guidance_scale"])
+    return [{"guidance": m["samples_meta"]["guidance_scale"], "per_class": _first_oracle(m)["verdicts"]["per_class"],
+             "thresholds": _first_oracle(m)["verdicts"]["thresholds"]} for m in evals]
+
+
+def verdict_table(rows: list[dict]) -> str:
+    """Per identity and guidance scale (``verdict_rows``), the verdict (lost: with the label it is taken for)."""
+    if not rows:
+        return "No verdicts (evaluations without fidelity)."
+    names = list(rows[0]["per_class"])
+    lines = ["| identity | " + " | ".join(f"w={r['guidance']:g}" for r in rows) + " |", "|---|" + "---|" * len(rows)]
+    for name in names:
+        cells = []
+        for r in rows:
+            v = r["per_class"].get(name)
+            cells.append("n/a" if v is None else v["verdict"] + (f" (as {v['confused_with']})" if v.get("confused_with")
+                                                                 else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    t = rows[0]["thresholds"]
+    lines += ["", f"Thresholds: *copied*: copies >= {t['copied_share']} of the identity's images; else *lost*: class "
+                  f"RCA < {t['lost_rca']} or precision < {t['lost_precision_ratio']} x real-vs-real; else "
+                  f"*caricatured*: coverage or recall < {t['caricature_ratio']} x real-vs-real; else *kept*."]
+    return "\n".join(lines)
+
+
+def fidelity_coverage_plot(evals: list[dict], path: Path) -> bool:
+    """Class RCA against coverage / real-vs-real coverage, one point per identity, one colour per guidance
+    scale (the first oracle); False (no file) when no evaluation has fidelity."""
+    points = []
+    for m in evals:
+        o = _first_oracle(m)
+        for name, v in (o.get("verdicts") or {}).get("per_class", {}).items():
+            if v["class_rca"] is not None and v["coverage_ratio"] is not None:
+                points.append((m["samples_meta"]["guidance_scale"], v["coverage_ratio"], v["class_rca"], name))
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    for i, w in enumerate(sorted({p[0] for p in points})):
+        mine = [p for p in points if p[0] == w]
+        ax.scatter([p[1] for p in mine], [p[2] for p in mine], color=f"C{i % 10}", s=25, label=f"w = {w:g}")
+        for p in mine:
+            ax.annotate(p[3], (p[1], p[2]), fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("coverage, generated / real-vs-real (1: the real variety)")
+    ax.set_ylabel("class RCA (1: identity as in real photos)")
+    ax.set_title("Identity against coverage, per identity")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True
 
 
 def _with_interval(value, lo, hi) -> str:
@@ -208,6 +307,17 @@ def write_report(demo_dir: Path, evals: list[dict], stage_times: dict, budget_s:
     rows = summary_rows(evals)
     sweep_plot(rows, demo_dir / "guidance_sweep.png")
     table = results_table(rows)
+    fid_rows = fidelity_rows(evals)
+    has_plot = fidelity_coverage_plot(evals, demo_dir / "fidelity_coverage.png")
+    fidelity = ["## Kept, caricatured, lost or copied?", "",
+                "Precision, recall and coverage (k-nearest-neighbour balls in the oracle's features, against the real "
+                "train split; global) beside the same numbers for the real test images, the ceiling; copies: the share "
+                "of generated images nearer a training image than 95% of the real test images are, in the oracle's "
+                "features and in pixels. Then the verdict of each identity at each guidance scale "
+                "(docs/evaluate.md).", "", fidelity_table(fid_rows), "", verdict_table(verdict_rows(evals)), ""]
+    if has_plot:
+        fidelity += ["![class RCA against coverage, one point per identity and guidance scale](fidelity_coverage.png)",
+                     ""]
     rel = lambda p: os.path.relpath(p, demo_dir)  # noqa: E731  (links in report.md are relative to it)
     parts = ["# kface demo report", "",
              "The whole study on the embedded synthetic look-alike identities (`make demo`). "
@@ -224,11 +334,14 @@ def write_report(demo_dir: Path, evals: list[dict], stage_times: dict, budget_s:
              "grain or blur (see each evaluation's report). Where it is far above RCA, the oracle is losing "
              "accuracy to low-level shift rather than to identity. *Not measurable*: the match would destroy "
              "the identity cues (the report says which step and by how much).", "",
-             "## Per-class RCA", "", class_rca_table(evals), ""]
+             *(fidelity if fid_rows else []), "## Per-class RCA", "", class_rca_table(evals), ""]
     for m in sorted(evals, key=lambda m: m["samples_meta"]["guidance_scale"]):
         d, w = m["_dir"], m["samples_meta"]["guidance_scale"]
         parts += [f"### w = {w:g}", "", f"Full report: [{rel(d / 'report.md')}]({rel(d / 'report.md')})", "",
                   f"![confusion, real vs generated]({rel(d / 'confusion_real_vs_generated.png')})", ""]
+        if (d / "closest_pairs.png").exists():
+            pairs = rel(d / "closest_pairs.png")
+            parts += [f"Closest pairs (generated | nearest training image): ![closest pairs]({pairs})", ""]
         grids = Path(m["config"]["samples"]) / "grids"
         for grid in sorted(grids.glob("*.png"))[:10] if grids.is_dir() else []:
             parts.append(f"![{grid.stem}]({rel(grid)})")
@@ -246,19 +359,22 @@ def write_report(demo_dir: Path, evals: list[dict], stage_times: dict, budget_s:
         parts += [f"Budget: {budget_s:.0f} s; the stages took {wall:.0f} s of wall time ({total:.0f} s summed over "
                   f"stages, some of which ran side by side), {'within' if wall <= budget_s else 'over'} it.", ""]
     atomic_write_text(demo_dir / "report.md", "\n".join(parts))
-    return table
+    return table + ("\n\n" + fidelity_table(fid_rows) + "\n\n" + verdict_table(verdict_rows(evals)) if fid_rows
+                    else "")
 
 
 RESULTS = "results.json"
 
 
 def write_results(demo_dir: Path, evals: list[dict], stage_times: dict, budget_s: float | None = None) -> dict:
-    """``<demo_dir>/results.json``: the results table's rows (``summary_rows``), the stage times and the provenance
+    """``<demo_dir>/results.json``: the results table's rows (``summary_rows``), the fidelity rows and per-identity
+    verdicts (``fidelity_rows``, ``verdict_rows``), the stage times and the provenance
     (commit, machine). The docs' demo table is ``results_table`` of a committed copy (docs/results/demo.json),
     rendered by ``python -m kface.docs_tables``."""
     seconds, total, wall = stage_seconds(stage_times)
     return write_result(demo_dir / RESULTS, {
-        "made_by": "make demo", "rows": summary_rows(evals), "stage_seconds": seconds, "sum_s": round(total, 1),
+        "made_by": "make demo", "rows": summary_rows(evals), "fidelity_rows": fidelity_rows(evals),
+        "verdicts": verdict_rows(evals), "stage_seconds": seconds, "sum_s": round(total, 1),
         "wall_s": round(wall, 1), "budget_s": budget_s}, argv=["-m", "kface.demo", *sys.argv[1:]])
 
 

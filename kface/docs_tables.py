@@ -46,9 +46,12 @@ def provenance_line(prov: dict) -> str:
 
 def demo_table(record: dict) -> str:
     """The demo's results: kface.demo's own table of the committed results.json, its stage times, its provenance."""
-    from .demo import results_table
+    from .demo import fidelity_table, results_table, verdict_table
 
     lines = [results_table(record["rows"]), ""]
+    if record.get("fidelity_rows"):
+        lines += ["Kept, caricatured, lost or copied (docs/evaluate.md):", "", fidelity_table(record["fidelity_rows"]),
+                  "", verdict_table(record.get("verdicts") or []), ""]
     wall, total, budget = record.get("wall_s"), record.get("sum_s"), record.get("budget_s")
     if wall is not None:
         lines += [f"Stages: {wall:.0f} s of wall time ({total:.0f} s summed over stages that ran side by side)"

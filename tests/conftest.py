@@ -135,3 +135,37 @@ def save_random_oracle(path: Path, names: list[str], model: str = "resnet18") ->
     torch.manual_seed(0)
     net = create_classifier(model, len(names), small_stem=True)
     return save_oracle(Oracle(net, oracle_config(model, names, 32, True, net)), path)
+
+
+def images_of(split):
+    """uint8 NCHW images of a datasets split."""
+    return np.stack([np.asarray(im.convert("RGB")).transpose(2, 0, 1) for im in split["image"]])
+
+
+def fit_tiny_oracle(dataset: Path, out: Path) -> Path:
+    """A resnet18 oracle in seconds: random conv features with BatchNorm statistics of the train images,
+    and a logistic-regression head fitted on them (no SGD); saved to ``out``."""
+    import torch
+    from datasets import load_from_disk
+    from sklearn.linear_model import LogisticRegression
+
+    from kface.eval.features import oracle_outputs
+    from kface.oracle import Oracle, create_classifier, oracle_config, save_oracle
+
+    ds = load_from_disk(str(dataset))
+    names = ds["train"].features["label"].names
+    torch.manual_seed(0)
+    model = create_classifier("resnet18", len(names), small_stem=True)
+    oracle = Oracle(model, oracle_config("resnet18", names, 32, True, model))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # a cumulative average: one pass gives the train set's statistics
+    x = images_of(ds["train"])
+    with torch.no_grad():
+        oracle.train()(torch.from_numpy(x))
+    _, feats = oracle_outputs(oracle.eval(), x)
+    head = LogisticRegression(C=0.05, max_iter=2000).fit(feats, ds["train"]["label"])
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.from_numpy(head.coef_))
+        model.fc.bias.copy_(torch.from_numpy(head.intercept_))
+    return save_oracle(oracle, out)

@@ -137,3 +137,50 @@ def test_demo_precision_is_bf16_only_where_it_is_native(cpuinfo, cuda_bf16, expe
     from kface.demo import fast_precision
 
     assert fast_precision(cpuinfo=cpuinfo, cuda_bf16=cuda_bf16) == expected
+
+
+def _with_fidelity(m, verdicts: dict, coverage: float):
+    """evaluate.py's fidelity entries, by hand: global P/R/C, copies, and one verdict per class."""
+    side = {"precision": 0.9, "recall": 0.8, "coverage": coverage,
+            "interval": {"coverage": [coverage - 0.1, coverage]}}
+    m["fidelity"] = {"global": {"generated": side, "real": {"precision": 0.95, "recall": 0.9, "coverage": 0.7}}}
+    m["memorisation"] = {"share": 0.02}
+    kinds = ("kept", "caricatured", "lost", "copied", "unknown")
+    counts = {v: sum(x == v for x, _ in verdicts.values()) for v in kinds}
+    per_class = {n: {"verdict": v, "confused_with": c, "class_rca": 0.9, "coverage_ratio": coverage / 0.7}
+                 for n, (v, c) in verdicts.items()}
+    thresholds = {"copied_share": 0.25, "lost_rca": 0.7, "lost_precision_ratio": 0.25, "caricature_ratio": 0.5}
+    m["verdicts"] = {"per_class": per_class, "counts": counts, "thresholds": thresholds}
+    return m
+
+
+def test_report_gives_the_verdict_of_each_identity_at_each_guidance(tmp_path):
+    low = _with_fidelity(_metrics(1.0, 0.4, 0.8, 0.3, 0.5, 9.0), {"a": ("kept", None), "b": ("lost", "a")}, 0.6)
+    high = _with_fidelity(_metrics(5.0, 0.7, 0.8, 0.6, 0.8, 4.0), {"a": ("caricatured", None), "b": ("kept", None)},
+                          0.2)
+    old = _metrics(3.0, 0.6, 0.8, 0.5, 0.7, 5.0)  # an evaluation without fidelity: a gap, not an error
+    table = write_report(tmp_path, [dict(m, _dir=tmp_path) for m in (high, old, low)], {})
+    assert ("| 1 | oracle | 0.900 / 0.950 | 0.800 / 0.900 | 0.600 [0.500, 0.600] / 0.700 | 0.020 | 1 | 0 | 1 | 0 |"
+            in table)
+    assert "| a | kept | caricatured |" in table and "| b | lost (as a) | kept |" in table
+    report = (tmp_path / "report.md").read_text()
+    assert "## Kept, caricatured, lost or copied?" in report and "*lost*: class RCA < 0.7" in report
+    assert (tmp_path / "fidelity_coverage.png").stat().st_size > 1000
+
+
+def test_results_json_carries_the_verdicts_and_the_docs_render_them(tmp_path):
+    """results.json keeps the fidelity rows and per-identity verdicts, so the docs' demo table (rendered from the
+    committed copy) shows the same verdicts as the report."""
+    from kface.demo import write_results
+    from kface.docs_tables import demo_table
+
+    low = _with_fidelity(_metrics(1.0, 0.4, 0.8, 0.3, 0.5, 9.0), {"a": ("kept", None), "b": ("lost", "a")}, 0.6)
+    high = _with_fidelity(_metrics(5.0, 0.7, 0.8, 0.6, 0.8, 4.0), {"a": ("caricatured", None), "b": ("kept", None)},
+                          0.2)
+    evals = [dict(m, _dir=tmp_path) for m in (high, low)]
+    record = write_results(tmp_path, evals, {})
+    assert [r["guidance"] for r in record["verdicts"]] == [1.0, 5.0]
+    rendered = demo_table(json.loads((tmp_path / "results.json").read_text()))
+    assert "| a | kept | caricatured |" in rendered and "| b | lost (as a) | kept |" in rendered
+    row = "| 1 | oracle | 0.900 / 0.950 | 0.800 / 0.900 | 0.600 [0.500, 0.600] / 0.700 | 0.020 | 1 | 0 | 1 | 0 |"
+    assert row in rendered

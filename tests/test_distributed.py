@@ -223,7 +223,7 @@ def test_sample_at_two_processes_writes_the_single_process_files(ddpm, samples_o
 
 
 def test_evaluate_at_two_processes_gives_the_single_process_numbers(samples_one, data16, oracle_two, tmp_path):
-    flags = ["--samples", samples_one, "--dataset", data16, "--oracle", oracle_two, "--no_visual", "--bootstrap", 20,
+    flags = ["--samples", samples_one, "--dataset", data16, "--oracle", oracle_two, "--no_visual", "--bootstrap", 100,
              "--batch_size", 16]
     launch("evaluate.py", *flags, "--output_dir", tmp_path / "two")
     in_process("evaluate.py", *flags, "--output_dir", tmp_path / "one")

@@ -7,42 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import fit_tiny_oracle, images_of, run_script
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def tiny_oracle(tiny_dataset, tmp_path_factory):
-    """A resnet18 oracle in seconds: random conv features with BatchNorm statistics of the train images,
-    and a logistic-regression head fitted on them (no SGD)."""
-    from datasets import load_from_disk
-    from sklearn.linear_model import LogisticRegression
-
-    from kface.eval.features import oracle_outputs
-    from kface.oracle import Oracle, create_classifier, oracle_config, save_oracle
-
-    ds = load_from_disk(str(tiny_dataset))
-    names = ds["train"].features["label"].names
-    torch.manual_seed(0)
-    model = create_classifier("resnet18", len(names), small_stem=True)
-    oracle = Oracle(model, oracle_config("resnet18", names, 32, True, model))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # a cumulative average: one pass gives the train set's statistics
-    x = images_of(ds["train"])
-    with torch.no_grad():
-        oracle.train()(torch.from_numpy(x))
-    _, feats = oracle_outputs(oracle.eval(), x)
-    head = LogisticRegression(C=0.05, max_iter=2000).fit(feats, ds["train"]["label"])
-    with torch.no_grad():
-        model.fc.weight.copy_(torch.from_numpy(head.coef_))
-        model.fc.bias.copy_(torch.from_numpy(head.intercept_))
-    return save_oracle(oracle, tmp_path_factory.mktemp("oracle") / "oracle")
-
-
-def images_of(split):
-    return np.stack([np.asarray(im.convert("RGB")).transpose(2, 0, 1) for im in split["image"]])
+    return fit_tiny_oracle(tiny_dataset, tmp_path_factory.mktemp("oracle") / "oracle")
 
 
 def write_samples(root: Path, images_by_class: dict, names: list[str], seed: int = 100, pipeline="user/gen",

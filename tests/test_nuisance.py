@@ -224,7 +224,7 @@ def test_evaluate_two_oracles_on_tinted_samples(tmp_path, tint_data, plain_and_r
     samples = write_samples(tmp_path / "samples", {c: tinted[yte == c] for c in range(3)}, names)
     out = tmp_path / "eval"
     run_script(["evaluate.py", "--samples", samples, "--dataset", tmp_path / "data", "--oracle", *paths,
-                "--output_dir", out, "--no_visual", "--bootstrap", "50"])
+                "--output_dir", out, "--no_visual", "--bootstrap", "100"])
     m = json.loads((out / "metrics.json").read_text())
     assert list(m["oracles"]) == ["plain", "robust"] and m["identity"] == m["oracles"]["plain"]["identity"]
     assert m["shift"]["difference"]["channel_mean"][0] == pytest.approx(TINT_RED, abs=0.01)

@@ -145,3 +145,20 @@ def test_inception_detector_protocol_with_a_fake_torchscript(tmp_path, mode):
     assert probs.shape == (3, 1008) and torch.allclose(probs.sum(1), torch.ones(3))
     with pytest.raises(Unavailable, match="no such file"):
         InceptionDetector(mode, weights=str(tmp_path / "missing.pt"))
+
+
+def test_fidelity_in_the_detector_features_equals_prdc_on_them():
+    import prdc
+
+    names = ["a", "b"]
+    train = ImageSet(random_images(40, seed=2), np.repeat([0, 1], 20), names)
+    test = ImageSet(random_images(16, seed=3), np.repeat([0, 1], 8), names)
+    gen = ImageSet(random_images(20, seed=1), np.repeat([0, 1], 10), names)
+    det = ToyDetector()
+    out = visual_metrics(gen, train, detector=det, lpips_model=load_lpips("alex", random_backbone=True), lpips_pairs=5,
+                         fidelity=dict(real_test=test, class_names=names, k=3, num_resamples=100))
+    f_train, f_gen = extract(det, train.images), extract(det, gen.images)
+    want = prdc.compute_prdc(f_train[train.labels == 1], f_gen[gen.labels == 1], 3)
+    got = out["fidelity"]["per_class"]["b"]["generated"]
+    assert {k: got[k] for k in want} == pytest.approx({k: float(v) for k, v in want.items()})
+    assert out["fidelity"]["space"] == "inception" and out["fidelity"]["per_class"]["a"]["real"]["num_gen"] == 8

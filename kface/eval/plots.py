@@ -83,3 +83,17 @@ def save_class_bars(class_names: list[str], values: list, path, *, title: str, y
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def save_closest_pairs(gen_images: np.ndarray, train_images: np.ndarray, pairs: list[dict], path, *,
+                       per_row: int = 4) -> Path:
+    """The generated images nearest a training image (``pairs`` from kface.eval.fidelity.memorisation), each
+    followed by that training image: ``generated | nearest train`` pairs, ``per_row`` pairs a row."""
+    from ..utils.figures import save_image_grid
+
+    images, titles = [], []
+    for p in pairs:
+        images += [gen_images[p["generated"]], train_images[p["train"]]]
+        titles += [f"gen {p['class']}" + (" COPY" if p["copy"] else ""), f"train d={p['pixels']:.3f}"]
+    return save_image_grid(np.stack(images), path, ncols=2 * per_row, titles=titles)
+

@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from ..utils.errors import InputError
 from .classification import confusion_counts, normalise_rows, per_class_prf
 
 
@@ -168,6 +169,19 @@ def bootstrap_confusions(counts: np.ndarray, num_resamples: int, rng: np.random.
     return rng.multinomial(support, pvals, size=(num_resamples, len(counts)))
 
 
+# Each tail of a 95% percentile interval holds 2.5% of the resamples: at 100 resamples that is 2.5 of them, below
+# it the end points are single extreme draws (at 1 resample the "interval" is one number and need not even
+# contain the estimate). Every bootstrap in kface.eval refuses fewer.
+MIN_RESAMPLES = 100
+
+
+def check_resamples(num_resamples: int) -> None:
+    """An :class:`InputError` for a resample count too small for a 95% percentile interval (0 is no interval)."""
+    if num_resamples < MIN_RESAMPLES:
+        raise InputError(f"num_resamples {num_resamples}: a 95% percentile interval needs at least {MIN_RESAMPLES} "
+                         "bootstrap resamples (0: no interval)")
+
+
 def _interval(samples: np.ndarray, level: float) -> np.ndarray:
     """Percentile interval along axis 0, ignoring resamples where the ratio is undefined."""
     alpha = (1 - level) / 2 * 100
@@ -183,6 +197,7 @@ def bootstrap_rca(gen_counts: np.ndarray, real_counts: np.ndarray, num_resamples
     Both sets are resampled, independently, stratified by true class (each class keeps its size, as the
     generated set is fixed per class by design); see :func:`bootstrap_confusions`.
     """
+    check_resamples(num_resamples)
     rng = np.random.default_rng(seed)
     gen_b = bootstrap_confusions(gen_counts, num_resamples, rng)
     real_b = bootstrap_confusions(real_counts, num_resamples, rng)

@@ -10,15 +10,16 @@ from pathlib import Path
 from ..utils.errors import InputError
 from ..utils.io import atomic_write_json, atomic_write_text, staged_result
 from ..utils.schema import Field, check_fields, read_json
-from .plots import save_class_bars, save_confusion_heatmap, save_confusion_pair
-from .tables import (diversity_table, frechet_table, identity_loss_table, oracle_table, shift_section, summary_row,
-                     table3, table4)
+from .plots import save_class_bars, save_closest_pairs, save_confusion_heatmap, save_confusion_pair
+from .tables import (diversity_table, fidelity_table, frechet_table, identity_loss_table, memorisation_table,
+                     oracle_table, shift_section, summary_row, table3, table4, verdict_table)
 
 logger = logging.getLogger(__name__)
 
 # every top-level name write_outputs ever writes: an old result's files, all replaced together
 OUTPUT_FILES = frozenset({"metrics.json", "report.md", "confusion_real.png", "confusion_generated.png",
-                          "confusion_real_vs_generated.png", "class_rca.png", "lpips_diversity.png"})
+                          "confusion_real_vs_generated.png", "class_rca.png", "lpips_diversity.png",
+                          "closest_pairs.png"})
 
 PACKAGES = ("kface", "torch", "torchvision", "timm", "numpy", "scipy", "datasets", "diffusers", "clean-fid",
             "lpips", "huggingface_hub")
@@ -70,8 +71,9 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def write_plots(metrics: dict, output_dir) -> dict:
-    """Confusion heatmaps (real, generated, side by side) and the per-class RCA bar chart; returns file names."""
+def write_plots(metrics: dict, output_dir, pair_images=None) -> dict:
+    """Confusion heatmaps (real, generated, side by side), the per-class RCA bar chart and, given
+    ``pair_images`` (generated, train), the closest generated | train pairs; returns file names."""
     ident, out = metrics["identity"], Path(output_dir)
     names = ident["class_names"]
     files = {"confusion_real": "confusion_real.png", "confusion_gen": "confusion_generated.png",
@@ -85,6 +87,9 @@ def write_plots(metrics: dict, output_dir) -> dict:
     save_class_bars(names, [ident["per_class"][n]["class_rca"] for n in names], out / files["class_rca"],
                     title="Class RCA = recall_gen / recall_real" + (" (95% CI)" if ci else ""), ylabel="Class RCA",
                     intervals=ci, reference=ident["rca"])
+    if pair_images is not None and metrics.get("memorisation", {}).get("pairs"):
+        files["closest_pairs"] = "closest_pairs.png"
+        save_closest_pairs(*pair_images, metrics["memorisation"]["pairs"], out / files["closest_pairs"])
     lpips = metrics.get("visual", {}).get("lpips", {})
     if "per_class" in lpips:
         files["lpips"] = "lpips_diversity.png"
@@ -143,6 +148,28 @@ label. A generated share far above the real one is a face drawn as that other id
 
 {identity_loss_table(metrics)}
 
+## Kept, caricatured, lost or copied?
+
+One verdict per identity, from class RCA (is the identity there?), coverage and recall against their
+real-vs-real values (is its real variety drawn?), precision (are the images near its real faces at all?)
+and the share of copies (are they its training photos?). See docs/evaluate.md.
+
+{verdict_table(metrics)}
+
+## Fidelity and coverage in the oracle's feature space
+
+Each cell: generated value{' [95% bootstrap interval]' if (metrics.get('fidelity') or {}).get('bootstrap') else ''} / the same number for the real test images (the ceiling). {_fidelity_intro(metrics.get('fidelity'))}
+
+{fidelity_table(metrics.get('fidelity'))}
+
+In Inception features (clean-fid's network, the FID features):
+
+{fidelity_table(vis.get('fidelity')) if vis else 'Not computed (--no_visual).'}
+
+## Memorisation: nearest training image
+
+{memorisation_table(metrics)}
+{_pairs_text(files)}
 ## Diversity in the oracle's feature space
 
 Mean Euclidean distance between the oracle's penultimate features of all pairs of images of a class. A ratio
@@ -162,12 +189,27 @@ Skipped metrics say why in `metrics.json` (`{{"skipped": ...}}`); every number i
 """
 
 
-def write_outputs(metrics: dict, output_dir) -> dict:
+def _fidelity_intro(fid: dict | None) -> str:
+    if not fid or "k" not in fid:
+        return ""
+    return (f"k = {fid['k']}; reference: the {fid['reference']}. Recall and coverage grow with the number of "
+            "images drawn: compare them at similar counts (the last column).")
+
+
+def _pairs_text(files: dict) -> str:
+    if "closest_pairs" not in files:
+        return ""
+    return (f"\nThe generated images nearest a training image in pixels, each beside that training image "
+            f"(d: RMS pixel difference in [0, 1]): ![closest pairs]({files['closest_pairs']})\n")
+
+
+def write_outputs(metrics: dict, output_dir, pair_images=None) -> dict:
     """Plots, report.md and metrics.json, published as one unit: written into a hidden folder beside
     ``output_dir``, which then replaces the old result in one rename (kface.utils.io.staged_result). An
-    interrupted run leaves the old result whole, never new plots beside an old metrics.json."""
+    interrupted run leaves the old result whole, never new plots beside an old metrics.json. ``pair_images``:
+    (generated, train) uint8 images, for the closest-pairs grid."""
     with staged_result(output_dir, OUTPUT_FILES) as staging:
-        files = write_plots(metrics, staging)
+        files = write_plots(metrics, staging, pair_images)
         metrics["files"] = dict(files, report="report.md", metrics="metrics.json")
         assert set(metrics["files"].values()) <= OUTPUT_FILES, metrics["files"]
         atomic_write_text(staging / "report.md", render_report(metrics, files))

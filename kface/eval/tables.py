@@ -131,11 +131,20 @@ def oracle_table(metrics: dict) -> str:
                                                                 ".4f")),
             ("Feature diversity gen / real", lambda m: _num(m.get("feature_diversity", {}).get("ratio"))),
             ("Nuisance share of the gap", lambda m: _num(m.get("nuisance", {}).get("nuisance_share_of_gap"))),
-            ("Oracle FD", lambda m: _num(m.get("oracle_frechet", {}).get("global"), ".2f"))]
+            ("Oracle FD", lambda m: _num(m.get("oracle_frechet", {}).get("global"), ".2f")),
+            ("Coverage (global) / real-vs-real", lambda m: _global_prdc(m, "coverage")),
+            ("Recall (global) / real-vs-real", lambda m: _global_prdc(m, "recall")),
+            ("Copies (share)", lambda m: _num((m.get("memorisation") or {}).get("share"))),
+            ("Verdicts", verdict_summary)]
     lines = ["## Oracles side by side", "", "| Metric | " + " | ".join(f"`{n}`" for n in oracles) + " |",
              "|---" * (len(oracles) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(fmt(m) for m in oracles.values()) + " |" for label, fmt in rows]
     return "\n".join(lines) + "\n\n"
+
+
+def _global_prdc(m: dict, key: str) -> str:
+    g = (m.get("fidelity") or {}).get("global")
+    return _prdc_cell(g["generated"], g["real"], key) if g else "-"
 
 
 def shift_section(metrics: dict) -> str:
@@ -189,3 +198,83 @@ def frechet_table(metrics: dict) -> str:
     unavailable = f" (unavailable: {fd['global_unavailable']})" if fd.get("global_unavailable") else ""
     return "\n".join(["| Class | Oracle FD |", "|---|---|", fd_rows,
                       f"| Global | {_num(fd.get('global'), '.2f')}{unavailable} |"])
+
+
+def _prdc_cell(gen: dict | None, real: dict | None, key: str) -> str:
+    """``generated [lo, hi] / real-vs-real``, or why there is no number."""
+    if not gen or "unavailable" in gen:
+        return "n/a"
+    iv = (gen.get("interval") or {}).get(key)
+    real_v = None if not real or "unavailable" in real else real.get(key)
+    return f"{gen[key]:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "") + f" / {_num(real_v, '.2f')}"
+
+
+def fidelity_table(fid: dict | None) -> str:
+    """Per class and global: precision, recall, density, coverage of the generated images, each beside the
+    real-vs-real value (the ceiling)."""
+    if not fid:
+        return "Not computed (--no_fidelity, or metrics.json from an older kface)."
+    if "skipped" in fid:
+        return f"Skipped: {fid['skipped']}"
+    lines = ["| Class | Precision | Recall | Density | Coverage | Images (gen / real test / train) |",
+             "|---|---|---|---|---|---|"]
+    rows = list(fid["per_class"].items()) + [("**Global**", fid["global"])]
+    for name, row in rows:
+        gen, real = row["generated"], row["real"]
+        counts = f"{gen.get('num_gen', '-')} / {real.get('num_gen', '-')} / {gen.get('num_real', '-')}"
+        why = f" ({gen['unavailable']})" if "unavailable" in gen else ""
+        lines.append(f"| {name} | " + " | ".join(_prdc_cell(gen, real, k) for k in ("precision", "recall", "density",
+                                                                                  "coverage")) + f" | {counts}{why} |")
+    return "\n".join(lines)
+
+
+def memorisation_table(metrics: dict) -> str:
+    """Per class: the share of generated images that are copies, the same rule's share of real test images,
+    and the median nearest-training-image distance of both sets in the oracle's features and in pixels."""
+    memo = metrics.get("memorisation")
+    if not memo:
+        return "Not computed (--no_fidelity, or metrics.json from an older kface)."
+    if "skipped" in memo:
+        return f"Skipped: {memo['skipped']}"
+    lines = ["| Class | Copies (share) | Real test images under the same rule | Median distance to nearest train, "
+             "oracle: gen / real | pixels (RMS): gen / real |", "|---|---|---:|---|---|"]
+    for name, r in memo["per_class"].items():
+        lines.append(f"| {name} | {r['copies']} of {r['num_gen']} ({r['share']:.2f}) | {_num(r['share_real'], '.2f')} "
+                     "| "
+                     f"{r['median_oracle']['generated']:.3f} / {_num(r['median_oracle']['real'])} | "
+                     f"{r['median_pixels']['generated']:.3f} / {_num(r['median_pixels']['real'])} |")
+    lines.append(f"| **Global** | {memo['copies']} ({memo['share']:.2f}) | {memo['share_real']:.2f} | | |")
+    t = memo["thresholds"]
+    lines += ["", f"Rule: {memo['definition']} (thresholds, the {memo['percentile']:g}th percentile of the real test "
+                  f"images' distances: oracle {t['oracle']:.3f}, pixels {t['pixels']:.4f})."]
+    return "\n".join(lines)
+
+
+def thresholds_text(thresholds: dict) -> str:
+    t = thresholds
+    return (f"*copied*: copies >= {t['copied_share']} of the class's images; else *lost*: class RCA < {t['lost_rca']} "
+            f"or precision < {t['lost_precision_ratio']} x real-vs-real; else *caricatured*: coverage or recall < "
+            f"{t['caricature_ratio']} x real-vs-real; else *kept*.")
+
+
+def verdict_table(metrics: dict) -> str:
+    """Per class: the verdict, the numbers it rests on, and why; the thresholds under it."""
+    ver = metrics.get("verdicts")
+    if not ver:
+        return "Not computed (--no_fidelity, or metrics.json from an older kface)."
+    lines = ["| Class | Verdict | Class RCA | Coverage / real | Recall / real | Precision / real | Copies | Why |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for name, v in ver["per_class"].items():
+        lines.append(f"| {name} | **{v['verdict']}** | {_num(v['class_rca'], '.2f')} "
+                     f"| {_num(v['coverage_ratio'], '.2f')} "
+                     f"| {_num(v['recall_ratio'], '.2f')} | {_num(v['precision_ratio'], '.2f')} "
+                     f"| {_num(v['copy_share'], '.2f')} | {v['why']} |")
+    counts = ", ".join(f"{n} {k}" for k, n in ver["counts"].items() if n)
+    lines += ["", f"{counts}. Thresholds: {thresholds_text(ver['thresholds'])}"]
+    return "\n".join(lines)
+
+
+def verdict_summary(m: dict) -> str:
+    """``kept 6, caricatured 2, lost 2`` of one oracle's metrics, or ``-``."""
+    ver = m.get("verdicts")
+    return ", ".join(f"{k} {n}" for k, n in ver["counts"].items() if n) if ver else "-"

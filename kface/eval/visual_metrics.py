@@ -21,6 +21,7 @@ import torch
 from ..utils.errors import InputError
 from ..utils.hub import hub_offline
 from .features import Extractor, extract, frechet_distance_features
+from .fidelity import fidelity_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -317,10 +318,14 @@ def _skip(err: Exception) -> dict:
 def visual_metrics(gen, real_train, *, fid_mode: str = "clean", inception_weights: str | None = None,
                    lpips_net: str = "alex", lpips_backbone: str | None = None, lpips_pairs: int = 1000,
                    seed: int = 0, batch_size: int = 64, device="cpu", detector: Extractor | None = None,
-                   lpips_model=None) -> dict:
+                   lpips_model=None, fidelity: dict | None = None) -> dict:
     """FID, KID and IS of ``gen`` (an ImageSet) against ``real_train`` (an ImageSet, or a function returning
     one), and LPIPS diversity; a metric whose
-    weights are unavailable becomes ``{"skipped": ...}``. ``detector``/``lpips_model`` override the networks."""
+    weights are unavailable becomes ``{"skipped": ...}``. ``detector``/``lpips_model`` override the networks.
+
+    ``fidelity`` (``real_test``: an ImageSet, ``class_names``: the names ``labels`` index, ``k``,
+    ``num_resamples``): precision, recall, density and coverage in the Inception features as well
+    (kface.eval.fidelity.fidelity_metrics: train split the reference, test split the ceiling)."""
     out = {"fid_mode": fid_mode}
     try:
         det = detector or InceptionDetector(fid_mode, weights=inception_weights, device=device)
@@ -336,8 +341,16 @@ def visual_metrics(gen, real_train, *, fid_mode: str = "clean", inception_weight
             out["fid"] = frechet_distance_features(f_real, f_gen)
             out["kid"] = kernel_inception_distance(f_real, f_gen, seed=seed)
         out["inception_score"] = _inception_score(det, gen.images, batch_size, device)
+        if fidelity is not None:
+            test = fidelity["real_test"]
+            f_test = extract(det, test.images, batch_size=batch_size, device=device)
+            out["fidelity"] = fidelity_metrics(f_real, real.labels, f_gen, gen.labels, f_test, test.labels,
+                                               fidelity["class_names"], k=fidelity["k"],
+                                               num_resamples=fidelity["num_resamples"], seed=seed, space="inception")
     except Unavailable as err:
         out["fid"] = out["kid"] = out["inception_score"] = _skip(err)
+        if fidelity is not None:
+            out["fidelity"] = _skip(err)
     try:
         model = lpips_model or load_lpips(lpips_net, backbone=lpips_backbone, device=device)
         out["lpips"] = lpips_diversity(model, gen.images, gen.labels, gen.class_names, pairs=lpips_pairs,
