@@ -1,9 +1,9 @@
 """Bad inputs that used to end in a traceback (issue 14): each is now one line naming the flag or file and the
-fix, with nothing written. Catalogue rows 43-55 of docs/reliability.md.
+fix, with nothing written. Catalogued in docs/reliability.md ("Catalogue of bad inputs").
 
 All run in-process through the scripts' own ``run_cli(main, parse_args(argv))`` (test_reliability.cli). Range
 errors that argparse catches through a ``type=`` function end in argparse's own line, ``<prog>: error:
-argument --flag: ...``, exit status 2 (catalogue row 33 is one such).
+argument --flag: ...``, exit status 2 (catalogue row 38 is one such).
 """
 
 import pytest
