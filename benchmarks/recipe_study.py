@@ -25,7 +25,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--row", action="append", required=True, help="'LABEL=FOLDER', in table order.")
     p.add_argument("--output_json", default=None)
-    p.add_argument("--grids", default=None, help="Folder for one PNG per row: 8 samples per class at its best w.")
+    p.add_argument("--grids", default=None, help="Folder for one PNG per row: 6 samples per class at its best w.")
     return p.parse_args()
 
 
@@ -52,8 +52,8 @@ def gather(label: str, folder: Path) -> dict:
                                                 == best["guidance"]))}
 
 
-def save_grid(row: dict, out: Path, per_class: int = 8) -> Path:
-    """8 samples of each class (a row per class) at the row's best w, as one small PNG."""
+def save_grid(row: dict, out: Path, per_class: int = 6) -> Path:
+    """6 samples of each class (a row per class) at the row's best w, as one small PNG."""
     from PIL import Image
 
     from kface.utils.figures import save_image_grid
