@@ -57,26 +57,30 @@ DEMO_ORACLE_VAL ?= 0
 DEMO_ROBUST ?= 0
 DEMO_ORACLE_WARMUP ?= 0
 DEMO_ORACLE_STEM ?= off
-# tiny UNet (0.5 GFLOP per forward, ~27-30 img/s on one core here), v-prediction, AdamW 1e-3, batch 8: 12 epochs of
-# ~1470 crops = 2208 steps, ~10.5 min on one core. The lane's budget buys ~17k images; as 2208 steps of 8 they
-# scored RCA 0.508 / 0.602 at w = 1 / 3 (oracle FD 47 at w = 1), as 1104 steps of 16 0.475 / 0.568 (FD 58), as
-# 552 steps of 32 0.386 / 0.570 (FD 89): docs/demo.md, "The generator within the budget"
+# tiny UNet (0.5 GFLOP per forward, ~27-30 img/s on one core), v-prediction, AdamW 1e-3, batch 8: 12 epochs of
+# ~1470 crops = 2208 steps, ~10.5 min on one core. The lane's budget buys ~17k images; with the UNet before its
+# scale-shift conditioning they scored, as 2208 steps of 8, RCA 0.508 / 0.602 at w = 1 / 3 (oracle FD 47 at w = 1),
+# as 1104 steps of 16 0.475 / 0.568 (FD 58), as 552 steps of 32 0.386 / 0.570 (FD 89)
 DEMO_DDPM_EPOCHS ?= 12
 DEMO_DDPM_BATCH ?= 8
 DEMO_DDPM_LR ?= 1e-3
 # v_prediction: the eps it implies at t = T-1 tracks x_T (slope 0.998 in the demo; 0.345 for the eps model of the
 # one-lane demo before) and it scored higher with every sampler (docs/benchmarks.md, "the training recipe")
 DEMO_DDPM_PREDICTION ?= v_prediction
-# the guidance sweep (issue 15): each scale is a sample stage (w = 0 and 1 cost one UNet pass per step, the others
+# min-SNR-gamma loss weighting (train_ddpm.py --snr_gamma; empty: off). With the preset's scale-shift conditioning it
+# raised RCA at w = 1 from 0.508 to 0.676 and 0.784 (seeds 0 and 1), oracle FD at w = 1 from 47 to 13
+# (docs/recipe_study.md)
+DEMO_DDPM_SNR_GAMMA ?= 5
+# the guidance sweep: each scale is a sample stage (w = 0 and 1 cost one UNet pass per step, the others
 # two) and an evaluation; with 1.0 3.0 alone the fresh-clone stages took 922 s of wall time, each further scale ~70 s
 DEMO_GUIDANCE ?= 0.0 1.0 3.0 5.0
-# chosen on the retrained model (docs/benchmarks.md, issue 12): the stochastic SDE-DPM-Solver++ at 10 steps is within
+# chosen on the demo's model (docs/benchmarks.md): the stochastic SDE-DPM-Solver++ at 10 steps is within
 # 5% of DDPM-1000 on oracle accuracy and FD (40 paired seeds); the deterministic ones (DDIM, DPM-Solver++, UniPC)
 # drew mottled, washed-out backgrounds and scored far lower
 DEMO_SAMPLER ?= dpmsolver_sde
 DEMO_SAMPLER_STEPS ?= 10
 DEMO_PER_CLASS ?= 50
-# the issue's budget for all stages after install, on a 2-core CPU: the report says whether they fit
+# the budget for all stages after install, on a 2-core CPU: the report says whether they fit
 DEMO_BUDGET_S ?= 1200
 D := $(DEMO_DIR)
 STAGE = $(OFFLINE) $(PY) -m kface.demo stage --log $(D)/stage_times.json --name
@@ -151,6 +155,7 @@ $(D)/ddpm/model_index.json: $(D)/data/preprocess_report.json
 	$(STAGE) ddpm -- $(LAUNCH) $(DEMO_PRECISION) train_ddpm.py --dataset $(D)/data --resolution 32 \
 	    --preset tiny --epochs $(DEMO_DDPM_EPOCHS) --train_batch_size $(DEMO_DDPM_BATCH) \
 	    --learning_rate $(DEMO_DDPM_LR) --prediction_type $(DEMO_DDPM_PREDICTION) --lr_warmup_steps 100 --use_ema \
+	    $(if $(DEMO_DDPM_SNR_GAMMA),--snr_gamma $(DEMO_DDPM_SNR_GAMMA)) \
 	    --checkpointing_steps 500 --checkpoints_total_limit 1 --validation_steps 0 \
 	    --validation_scheduler $(DEMO_SAMPLER) --validation_inference_steps $(DEMO_SAMPLER_STEPS) --output_dir $(D)/ddpm \
 	    --resume_from_checkpoint latest --report_to none

@@ -36,9 +36,11 @@ from kface.data.memory import in_memory_loaders
 from kface.train.checkpoints import Checkpointer, keep_or_resume_training, resolve_resume
 from kface.train.distributed import check_replicas
 from kface.train.monitor import TrainingMonitor
+from kface.train.speed import add_speed_args, compile_or_eager, make_adamw
 from kface.train.setup import build_accelerator, image_loaders, resume_batches, setup_logging, steps_per_epoch
 from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_license_arg, add_training_args,
-                              check_guidance, non_negative_int, positive_int, recordable_args, require_flags)
+                              check_guidance, non_negative_int, positive_float, positive_int, recordable_args,
+                              require_flags)
 from kface.utils.errors import KfaceError, cli_flag, run_cli
 from kface.utils.hub import push_folder, require_repo_id
 from kface.utils.io import atomic_write_json, check_writable_dir
@@ -60,10 +62,13 @@ def parse_args(argv=None):
     g.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default="epsilon")
     g.add_argument("--cond_drop_prob", type=float, default=0.1,
                    help="Probability of training on the null class instead of the label (classifier-free guidance).")
+    g.add_argument("--snr_gamma", type=positive_float, default=None,
+                   help="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is theirs); default: the plain mean.")
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr_scheduler", default="cosine", choices=[t.value for t in SchedulerType],
                    help="diffusers.optimization.get_scheduler schedule (after --lr_warmup_steps).")
     g.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping (0: off).")
+    add_speed_args(g)
     g.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="Keep and save EMA weights.")
     g.add_argument("--ema_max_decay", type=float, default=0.9999)
     g.add_argument("--ema_inv_gamma", type=float, default=1.0)
@@ -117,17 +122,34 @@ def make_loader(args, train_ds, resolution: int, num_processes: int):
 
 def run_config(args, resolution: int, names: list[str], unet) -> dict:
     """What training_config.json and the model card record: every flag plus what was resolved from them."""
-    keys = ("cond_drop_prob", "prediction_type", "beta_schedule", "ddpm_num_steps", "use_ema", "validation_guidance")
+    keys = ("cond_drop_prob", "prediction_type", "beta_schedule", "ddpm_num_steps", "snr_gamma", "use_ema",
+            "validation_guidance")
     return {"args": recordable_args(args), "resolution": resolution, "class_names": names,
             "num_parameters": unet.num_parameters(), "unet": dict(unet.config), **{k: getattr(args, k) for k in keys}}
 
 
 def build_optimisation(args, unet, steps_per_epoch: int):
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    optimizer = make_adamw(unet.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay,
+                           impl=args.adamw_impl)
     total = steps_per_epoch * args.epochs
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps,
                                  num_training_steps=total)
     return optimizer, lr_scheduler, total
+
+
+def compile_training_forward(args, unet, noise_scheduler, optimizer, resolution: int) -> torch.nn.Module:
+    """The compiled UNet, tried on one forward and backward of a zero batch (gradients cleared after); the
+    eager one, with a warning, where torch.compile does not work."""
+    device = next(unet.parameters()).device
+
+    def probe(module):
+        x0 = torch.zeros(args.train_batch_size, 3, resolution, resolution, device=device)
+        labels = torch.zeros(args.train_batch_size, dtype=torch.long, device=device)
+        denoising_loss(module, noise_scheduler, x0, labels, snr_gamma=args.snr_gamma,
+                       channels_last=args.channels_last).backward()
+        optimizer.zero_grad(set_to_none=True)
+
+    return compile_or_eager(unet, probe)
 
 
 @dataclass
@@ -136,6 +158,7 @@ class Run:
 
     accelerator: object
     unet: torch.nn.Module
+    forward: torch.nn.Module  # what the training steps call: ``unet``, or its compiled form (--compile)
     ema: object | None
     noise_scheduler: DDPMScheduler
     optimizer: torch.optim.Optimizer
@@ -180,7 +203,8 @@ def optimisation_step(args, run: Run, batch, step: int, micro: int = 0) -> torch
                                            num_train_timesteps=noise_scheduler.config.num_train_timesteps)
     with accelerator.accumulate(unet):
         labels = drop_labels(batch["labels"], len(run.names), args.cond_drop_prob, uniform)
-        loss = denoising_loss(unet, noise_scheduler, x0, labels, noise, timesteps)
+        loss = denoising_loss(run.forward, noise_scheduler, x0, labels, noise, timesteps, snr_gamma=args.snr_gamma,
+                              channels_last=args.channels_last)
         run.monitor.add_loss(loss, step)
         accelerator.backward(loss)
         if accelerator.sync_gradients and args.max_grad_norm > 0:
@@ -295,7 +319,8 @@ def main(args) -> None:
                 len(names), resolution, config["num_parameters"] / 1e6, len(ds["train"]), total,
                 min(total, args.max_train_steps or total), f"; resuming at step {start}" if resume else "",
                 main_process_only=True)
-    run = Run(accelerator, unet, ema, noise_scheduler, optimizer, lr_scheduler, names, out, monitor, checkpointer)
+    forward = compile_training_forward(args, unet, noise_scheduler, optimizer, resolution) if args.compile else unet
+    run = Run(accelerator, unet, forward, ema, noise_scheduler, optimizer, lr_scheduler, names, out, monitor, checkpointer)
     summary = train(args, run, loader, start=start, total=total)
     logger.info("trained to step %d at %s img/s; precision %s, loss scaler %s, %d steps skipped by it",
                 summary["trained_steps"], summary["train_images_per_second"], summary["mixed_precision"],

@@ -275,3 +275,47 @@ def test_plain_diffusers_snippet_in_docs_matches_the_pipeline(pipe, tmp_path):
     expected = ddim(["cat"] * 4, guidance_scale=3.0, num_inference_steps=50, output_type="pt",
                     generator=torch.Generator().manual_seed(0)).images
     torch.testing.assert_close(scope["images"], expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("preset,resolution", [("tiny", 32), ("paper", 32), ("paper", 64)])
+def test_every_preset_conditions_by_scale_and_shift(preset, resolution):
+    """AdaGN: each ResNet block's embedding projection gives a scale and a shift per channel (2x its channels)."""
+    assert preset_config(preset, resolution)["resnet_time_scale_shift"] == "scale_shift"
+    if preset == "paper" and resolution == 64:
+        return  # the same config key; building the 64 px paper UNet costs seconds for nothing more
+    unet = build_unet(resolution, NAMES, preset=preset)
+    resnets = [m for m in unet.modules() if getattr(m, "time_emb_proj", None) is not None]
+    assert resnets and all(r.time_emb_proj.out_features == 2 * r.conv1.out_channels for r in resnets)
+
+
+# The tiny preset as it was before "scale_shift" (diffusers' "default": the embedding added as a bias), written out
+# here rather than read from kface, so that later preset changes cannot change what this test saves
+OLD_TINY = dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
+                down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
+
+
+def test_pipeline_saved_with_the_old_preset_loads_and_samples_as_it_was_trained(tmp_path):
+    torch.manual_seed(0)
+    old = UNet2DModel(**OLD_TINY, sample_size=16, num_class_embeds=len(NAMES) + 1).eval()
+    with torch.no_grad():  # see tiny_unet: give the zero output conv weights
+        for p in old.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    pipe = ClassConditionalDDPMPipeline(old, DDPMScheduler(num_train_timesteps=1000), class_names=NAMES)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(guidance_scale=3.0, num_inference_steps=4, output_type="pt")
+    before = pipe(["cat", "ann"], generator=torch.Generator().manual_seed(5), **kwargs).images
+    pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "unet" / "config.json").read_text())["resnet_time_scale_shift"] == "default"
+
+    loaded = ClassConditionalDDPMPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.unet.config.resnet_time_scale_shift == "default"  # not today's preset value
+    block = loaded.unet.down_blocks[0].resnets[0]
+    assert block.time_emb_proj.out_features == block.conv1.out_channels  # a bias, not a scale and a shift
+    after = loaded(["cat", "ann"], generator=torch.Generator().manual_seed(5), **kwargs).images
+    assert torch.equal(before, after)
+    # and today's preset really is another network: the old weights do not fit it
+    new = build_unet(16, NAMES, preset="tiny")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        new.load_state_dict(loaded.unet.state_dict())

@@ -8,7 +8,9 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from kface.diffusion.training import check_finite, denoising_loss, drop_labels
+import numpy as np
+
+from kface.diffusion.training import check_finite, denoising_loss, drop_labels, min_snr_weights
 from kface.utils.errors import InputError, KfaceError
 from kface.diffusion import ClassConditionalDDPMPipeline
 
@@ -130,6 +132,49 @@ def test_denoising_loss_targets(prediction_type):
     labels = torch.zeros(16, dtype=torch.long)
     assert denoising_loss(exact, sched, x0, labels).item() < 1e-6
     assert denoising_loss(wrong, sched, x0, labels).item() > 0.05
+
+
+TIMESTEPS = [0, 3, 40, 100, 250, 500, 800, 999]
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
+def test_min_snr_weights_by_hand(prediction_type, beta_schedule):
+    """min(SNR, 5) / SNR for eps and min(SNR, 5) / (SNR + 1) for v, with SNR from alpha_bar by hand (float64)."""
+    sched = DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type, beta_schedule=beta_schedule)
+    if beta_schedule == "linear":  # Ho et al. 2020: beta from 1e-4 to 0.02
+        betas = np.linspace(1e-4, 0.02, 1000)
+    else:  # Nichol & Dhariwal 2021, eq. 17, betas capped at 0.999
+        f = lambda t: np.cos((t / 1000 + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
+        betas = np.minimum(1 - f(np.arange(1, 1001)) / f(np.arange(1000)), 0.999)
+    alpha_bar = np.cumprod(1 - betas)[TIMESTEPS]
+    snr = alpha_bar / (1 - alpha_bar)
+    expected = np.minimum(snr, 5.0) / (snr if prediction_type == "epsilon" else snr + 1)
+    got = min_snr_weights(sched, torch.tensor(TIMESTEPS), 5.0).double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=2e-4, atol=1e-7)
+    # the shape of the weighting: eps keeps weight 1 where SNR <= 5 and falls as 5 / SNR at low noise
+    assert (got[snr <= 5] > 0.99).all() if prediction_type == "epsilon" else (got[snr <= 5] < 0.84).all()
+    assert got[0] < 0.01
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_snr_gamma_weights_each_image_of_the_loss(prediction_type):
+    """The weighted loss = mean over images of weight(t_i) x that image's mean squared error (computed apart)."""
+    sched = DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
+    x0, noise = torch.rand(8, 3, 4, 4) * 2 - 1, torch.randn(8, 3, 4, 4)
+    t = torch.tensor([0, 10, 60, 200, 400, 600, 900, 999])
+    prediction = torch.randn(8, 3, 4, 4)
+    fixed = lambda x_t, t, class_labels: SimpleNamespace(sample=prediction)  # noqa: E731
+    a = sched.alphas_cumprod[t].double().view(-1, 1, 1, 1)
+    target = noise.double() if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+    errors = ((prediction.double() - target) ** 2).flatten(1).mean(1)
+    snr = (a / (1 - a)).flatten()
+    weights = torch.minimum(snr, torch.tensor(5.0, dtype=torch.double)) / (snr + (prediction_type != "epsilon"))
+    labels = torch.zeros(8, dtype=torch.long)
+    weighted = denoising_loss(fixed, sched, x0, labels, noise, t, snr_gamma=5.0)
+    assert weighted.item() == pytest.approx((weights * errors).mean().item(), rel=1e-5)
+    plain = denoising_loss(fixed, sched, x0, labels, noise, t)
+    assert plain.item() == pytest.approx(errors.mean().item(), rel=1e-5) and abs(plain - weighted) > 1e-3
 
 
 def test_drop_labels_rate_and_values():

@@ -31,18 +31,44 @@ def drop_labels(labels: torch.Tensor, null_id: int, drop_prob: float, uniform: t
     return torch.where(dropped, torch.full_like(labels, null_id), labels)
 
 
+def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-image loss weights of min-SNR-gamma (Hang et al. 2023, eq. 9 and sec. 3.4), SNR(t) = a_t / (1 - a_t).
+
+    The weight min(SNR, gamma) is the one of an x_0-prediction loss; in the eps (or v) loss, whose error is the
+    x_0 error times SNR (or SNR + 1), it becomes min(SNR, gamma) / SNR for eps and min(SNR, gamma) / (SNR + 1)
+    for v (diffusers' examples/text_to_image/train_text_to_image.py does the same). The low-noise steps, where
+    the eps loss is large but teaches little, then stop dominating the gradient.
+    """
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(noise_scheduler, timesteps)
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":  # min(SNR, gamma) / SNR, written so that SNR = 0 (zero-terminal-SNR) gives 1
+        return (gamma / snr).clamp(max=1.0)
+    if prediction_type == "v_prediction":
+        return snr.clamp(max=gamma) / (snr + 1)
+    raise InputError(f"prediction_type {prediction_type!r}: min-SNR weighting is defined for epsilon and "
+                     "v_prediction")
+
+
 def denoising_loss(unet, noise_scheduler, x0: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor | None = None,
-                   timesteps: torch.Tensor | None = None) -> torch.Tensor:
+                   timesteps: torch.Tensor | None = None, *, snr_gamma: float | None = None,
+                   channels_last: bool = False) -> torch.Tensor:
     """The simple DDPM loss (Ho et al. 2020, eq. 14), or its v-prediction form (Salimans & Ho 2022).
 
     x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4, ``add_noise``) with t uniform in [0, T);
     the target is eps, or v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (``get_velocity``).
     ``noise`` and ``timesteps`` default to fresh draws (see ``step_draws`` for reproducible ones).
+    ``snr_gamma``: weight each image's squared error by ``min_snr_weights`` (None: the plain mean).
+    ``channels_last``: hand x_t to the network in NHWC memory order (its convolutions then run NHWC; the
+    weights stay in the default order, so checkpoints and safetensors files are unchanged).
     """
     noise = torch.randn_like(x0) if noise is None else noise
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device) \
         if timesteps is None else timesteps
     x_t = noise_scheduler.add_noise(x0, noise, t)
+    if channels_last:
+        x_t = x_t.contiguous(memory_format=torch.channels_last)
     prediction_type = noise_scheduler.config.prediction_type
     if prediction_type == "epsilon":
         target = noise
@@ -52,7 +78,10 @@ def denoising_loss(unet, noise_scheduler, x0: torch.Tensor, labels: torch.Tensor
         raise InputError(f"prediction_type {prediction_type!r}: use epsilon or v_prediction")
     prediction = unet(x_t, t, class_labels=labels).sample
     # the loss in fp32 even under autocast: a bf16 mean over a batch of images loses the small values
-    return F.mse_loss(prediction.float(), target.float())
+    if snr_gamma is None:
+        return F.mse_loss(prediction.float(), target.float())
+    per_image = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (per_image * min_snr_weights(noise_scheduler, t, snr_gamma)).mean()
 
 
 def step_draws(x0: torch.Tensor, *, seed: int, process_index: int, step: int, micro: int, batch_size: int,

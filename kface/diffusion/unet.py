@@ -21,17 +21,24 @@ logger = logging.getLogger(__name__)
 MIN_CHANNELS_PER_GROUP = 2
 GOOD_CHANNELS_PER_GROUP = 4
 
+# How the time and class embedding enters each ResNet block. diffusers' "default" adds it to the features as a
+# per-channel bias; "scale_shift" (AdaGN, Dhariwal & Nichol 2021, sec. 3) makes it scale and shift the normalised
+# features, GroupNorm(h) * (1 + s) + b, so that the class can gate features as well as offset them. It scored
+# higher on the demo's look-alike identities (docs/ddpm.md, "Defaults and why"). A saved pipeline carries the value
+# it was trained with in unet/config.json and loads with it, whatever the preset says today.
+CONDITIONING = dict(resnet_time_scale_shift="scale_shift")
+
 # The paper (sec. 4.2): three levels (64, 128, 256) at 32 px, four levels (64, 128, 256, 512) at 64 px,
 # GroupNorm, sinusoidal time embedding, "a U-Net with attention". It does not say where the attention sits;
 # we follow DDPM (Ho et al. 2020), which puts self-attention at the 16x16 feature map. 16 groups: 4, 8, 16
 # (and 32) channels per group, where diffusers' default of 32 gives the 64-channel level 2 (docs/ddpm.md).
 PRESETS = {
-    ("paper", 32): dict(
+    ("paper", 32): dict(CONDITIONING,
         block_out_channels=(64, 128, 256), layers_per_block=2, norm_num_groups=16,
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
     ),
-    ("paper", 64): dict(
+    ("paper", 64): dict(CONDITIONING,
         block_out_channels=(64, 128, 256, 512), layers_per_block=2, norm_num_groups=16,
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
@@ -39,7 +46,7 @@ PRESETS = {
 }
 # A model that trains at a useful speed on a laptop CPU, for the demo and the smoke tests. 8 groups: 4, 8 and 8
 # channels per group (with diffusers' default of 32 the first level had 1, and the model was colour-blind).
-TINY = dict(
+TINY = dict(CONDITIONING,
     block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
     down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
     up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),

@@ -1,0 +1,102 @@
+"""Gather a DDPM recipe study: one row per trained model (a demo-shaped folder with ddpm/ and eval/guidance_*/),
+with RCA at w = 1 and at its best w (95% bootstrap intervals), class RCA at the best w, oracle FD, feature
+diversity and training img/s; the table as JSON and markdown, and a small sample grid per row.
+
+Each folder is what the demo's DDPM, sample and evaluate commands write (docs/recipe_study.md gives them):
+
+    python benchmarks/recipe_study.py --row "baseline, seed 0=demo_output" --row "scale-shift + min-SNR 5, seed 0=study/a_s0" \\
+        --output_json benchmarks/results/recipe_study.json --grids docs/img/recipe_study
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from kface.demo import load_evaluation, summary_rows  # noqa: E402
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--row", action="append", required=True, help="'LABEL=FOLDER', in table order.")
+    p.add_argument("--output_json", default=None)
+    p.add_argument("--grids", default=None, help="Folder for one PNG per row: 6 samples per class at its best w.")
+    return p.parse_args()
+
+
+def class_rca(metrics: dict) -> dict:
+    o = next(iter((metrics.get("oracles") or {"oracle": metrics}).values()))
+    return {name: row.get("class_rca") for name, row in o["identity"]["per_class"].items()}
+
+
+def gather(label: str, folder: Path) -> dict:
+    evals = [load_evaluation(p.parent) for p in sorted(folder.glob("eval/guidance_*/metrics.json"))]
+    if not evals:
+        raise SystemExit(f"--row {label}={folder}: no eval/guidance_*/metrics.json there yet")
+    rows = summary_rows(evals)
+    by_w = {r["guidance"]: r for r in rows}
+    best = max(rows, key=lambda r: r["rca"])
+    config = json.loads((folder / "ddpm" / "training_config.json").read_text())
+    keep = ("rca", "rca_lo", "rca_hi", "oracle_fd", "diversity", "balanced_rca")
+    return {"label": label, "folder": str(folder), "seed": config["args"]["seed"],
+            "snr_gamma": config.get("snr_gamma"), "scale_shift": config["unet"].get("resnet_time_scale_shift"),
+            "trained_steps": config["trained_steps"], "train_images_per_second": config["train_images_per_second"],
+            "by_guidance": {str(w): {k: r[k] for k in keep} for w, r in sorted(by_w.items())},
+            "best_guidance": best["guidance"],
+            "class_rca_at_best": class_rca(next(m for m in evals if m["samples_meta"]["guidance_scale"]
+                                                == best["guidance"]))}
+
+
+def save_grid(row: dict, out: Path, per_class: int = 6) -> Path:
+    """6 samples of each class (a row per class) at the row's best w, as one small PNG."""
+    from PIL import Image
+
+    from kface.utils.figures import save_image_grid
+
+    root = Path(row["folder"]) / "samples" / f"guidance_{row['best_guidance']}"
+    manifest = json.loads((root / "samples.json").read_text())
+    images = []
+    for entry in manifest["classes"]:
+        files = sorted((root / entry["folder"]).glob("*.png"))[:per_class]
+        images += [np.asarray(Image.open(f).convert("RGB")) for f in files]  # HWC
+    slug = "".join(c if c.isalnum() else "_" for c in row["label"]).strip("_").lower()
+    return save_image_grid(np.stack(images), out / f"{slug}.png", ncols=per_class)
+
+
+def markdown(rows: list[dict]) -> str:
+    def rca(r, w):
+        g = r["by_guidance"].get(w)
+        return "n/a" if g is None else f"{g['rca']:.3f} [{g['rca_lo']:.3f}, {g['rca_hi']:.3f}]"
+
+    lines = ["| recipe | seed | train img/s | RCA w = 1 | best w | RCA at best w | oracle FD w = 1 / best | "
+             "diversity w = 1 / best | class RCA at best w (0000 .. 0009) | lowest class |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in rows:
+        w1, b = r["by_guidance"].get("1.0", {}), r["by_guidance"][str(r["best_guidance"])]
+        cls = [v for v in r["class_rca_at_best"].values()]
+        lines.append(f"| {r['label']} | {r['seed']} | {r['train_images_per_second']:.1f} | {rca(r, '1.0')} | "
+                     f"{r['best_guidance']:g} | {rca(r, str(r['best_guidance']))} | "
+                     f"{w1.get('oracle_fd', float('nan')):.1f} / {b['oracle_fd']:.1f} | "
+                     f"{w1.get('diversity') or float('nan'):.3f} / {b['diversity'] or float('nan'):.3f} | "
+                     f"{' / '.join(f'{v:.2f}' for v in cls)} | {min(cls):.2f} |")
+    return "\n".join(lines)
+
+
+def main(args) -> None:
+    rows = [gather(label, Path(folder)) for label, folder in (r.split("=", 1) for r in args.row)]
+    if args.grids:
+        for r in rows:
+            r["grid"] = str(save_grid(r, Path(args.grids)))
+    print(markdown(rows))
+    if args.output_json:
+        Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output_json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main(parse_args())
