@@ -285,6 +285,21 @@ def test_huge_seed_range_with_a_matching_count_fails_fast(tmp_path):
     assert time.perf_counter() - tic < 5
 
 
+def test_a_samples_manifest_of_kface_0_3_with_minus_infinity_still_reads(tmp_path):
+    """kface 0.3.0 wrote the SDE solver's config as Python's JSON: ``"lambda_min_clipped": -Infinity``. Such a
+    folder is read (the value as None, as kface writes it now), not refused as invalid JSON."""
+    from kface.samples import read_samples
+
+    root = write_samples(tmp_path / "s", NAMES)
+    meta = json.loads((root / "samples.json").read_text())
+    meta["scheduler_config"] = {"lambda_min_clipped": float("-inf"), "variance_type": None}
+    (root / "samples.json").write_text(json.dumps(meta))  # Python's default: allow_nan=True
+    assert "-Infinity" in (root / "samples.json").read_text()
+    images = read_samples(root)
+    assert images.meta["scheduler_config"]["lambda_min_clipped"] is None
+    assert len(images.labels) == 2 * len(NAMES)
+
+
 def test_evaluate_on_a_manifest_with_classes_5_is_one_line(tmp_path, capsys):
     ds = tmp_path / "ds"
     make_tiny_dataset(ds, num_classes=4, train_per_class=2, test_per_class=2)

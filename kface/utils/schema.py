@@ -85,11 +85,13 @@ def check_fields(obj, fields: dict[str, Field], where) -> dict:
 
 def read_json(path, fields: dict[str, Field] | None = None, hint: str = "") -> dict:
     """A JSON object from ``path``, checked against ``fields``; one InputError (with ``hint``, the fix) for an
-    unreadable file, invalid JSON (``NaN``/``Infinity`` included: not JSON) or a wrong field."""
+    unreadable file, invalid JSON or a wrong field. ``NaN`` and ``+-Infinity`` (not JSON, but what kface 0.3.0
+    and earlier wrote, e.g. the SDE solver's ``lambda_min_clipped: -Infinity`` in samples.json) are read as None,
+    as kface writes them now."""
     path = Path(path)
     suffix = f"; {hint}" if hint else ""
     try:
-        obj = json.loads(path.read_bytes(), parse_constant=_refuse_constant)
+        obj = json.loads(path.read_bytes(), parse_constant=lambda name: None)
     except OSError as err:
         raise InputError(f"{path}: cannot be read ({err.strerror}){suffix}") from None
     except (ValueError, UnicodeDecodeError) as err:
@@ -98,10 +100,6 @@ def read_json(path, fields: dict[str, Field] | None = None, hint: str = "") -> d
         return check_fields(obj, fields or {}, path)
     except InputError as err:
         raise InputError(f"{err}{suffix}") from None
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
 
 
 def finite_or_none(obj):
