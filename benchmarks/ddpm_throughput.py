@@ -8,13 +8,10 @@ a load that comes and goes on a shared machine hits them all alike; each option'
 rounds. FLOPs come from torch.utils.flop_counter (convolutions, matmuls and attention; norms and activations
 are not counted) for one forward and backward, per top-level block of the UNet.
 
-    python benchmarks/ddpm_throughput.py --threads 1 --output_json ddpm_throughput.json   # ~5 minutes
+    python benchmarks/ddpm_throughput.py --threads 1 --output_json benchmarks/results/ddpm_throughput.json   # ~5 minutes
 """
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +25,7 @@ import torch  # noqa: E402
 from kface.diffusion.training import denoising_loss  # noqa: E402
 from kface.diffusion.unet import build_unet  # noqa: E402
 from kface.train.speed import make_adamw  # noqa: E402
+from kface.utils.provenance import add_output_json_arg, write_result  # noqa: E402
 
 NAMES = [f"{i:04d}" for i in range(10)]
 
@@ -41,7 +39,7 @@ def parse_args():
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[4, 16, 32], help="Other batch sizes to time.")
     p.add_argument("--images", type=int, default=12 * 1475, help="The demo's training images (12 epochs).")
     p.add_argument("--no_compile", action="store_true", help="Skip the torch.compile option.")
-    p.add_argument("--output_json", default=None)
+    add_output_json_arg(p)
     return p.parse_args()
 
 
@@ -146,8 +144,7 @@ def main(args) -> None:
                         "seconds_for_workload": args.images / rate}
     flops = flops_by_block(b)
     result = {"threads": args.threads, "seconds_per_round": args.seconds, "rounds": args.rounds,
-              "workload_images": args.images, "torch": torch.__version__, "machine": platform.processor()
-              or platform.machine(), "cpu_count": os.cpu_count(), "options": rows, "flops": flops}
+              "workload_images": args.images, "options": rows, "flops": flops}
     print(f"tiny UNet, 32 px, {args.threads} thread(s); median of {args.rounds} rounds of {args.seconds:.0f} s")
     print(f"{'option':15} {'batch':>5} {'img/s':>8} {'x eager':>8} {'warm-up s':>10} {'steps':>6} {'s for ' + str(args.images) + ' img':>16}")
     for name, r in rows.items():
@@ -160,8 +157,7 @@ def main(args) -> None:
     for name, g in flops["forward_resamplers_gflop"].items():
         print(f"    of which {name}: {g:.3f} GFLOP")
     if args.output_json:
-        Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output_json).write_text(json.dumps(result, indent=2))
+        write_result(args.output_json, result)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,62 @@ def groupnorm_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _f(x, fmt: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def recipe_study_markdown(rows: list[dict]) -> str:
+    """The recipe study's rows (benchmarks/recipe_study.py): identity, coverage and copies at each row's best w."""
+    def rca(g):
+        return "n/a" if not g else f"{g['rca']:.3f} [{g['rca_lo']:.3f}, {g['rca_hi']:.3f}]"
+
+    lines = ["| recipe | seed | train images | RCA w = 1 | best w | RCA at best w | class RCA at best w (0000 .. 0009) "
+             "| lowest class | coverage gen / real at best w | copies at best w | kept / caricatured / lost / copied "
+             "| oracle FD w = 1 / best | diversity w = 1 / best | train img/s |",
+             "|---|---:|---:|---|---:|---|---|---:|---|---:|---|---|---|---:|"]
+    for r in rows:
+        w1, b = r["by_guidance"].get("1.0") or {}, r["by_guidance"][str(r["best_guidance"])]
+        cls = list(r["class_rca_at_best"].values())
+        v = b.get("verdicts")
+        counts = "n/a" if not v else f"{v['kept']} / {v['caricatured']} / {v['lost']} / {v['copied']}"
+        lines.append(
+            f"| {r['label']} | {r['seed']} | {r['train_images']:,} | {rca(w1)} | {r['best_guidance']:g} | {rca(b)} "
+            f"| {' / '.join(f'{x:.2f}' for x in cls)} | {min(cls):.2f} "
+            f"| {_f(b.get('coverage_generated'))} / {_f(b.get('coverage_real'))} | {_f(b.get('copies'))} | {counts} "
+            f"| {_f(w1.get('oracle_fd'), '.1f')} / {_f(b.get('oracle_fd'), '.1f')} "
+            f"| {_f(w1.get('diversity'), '.2f')} / {_f(b.get('diversity'), '.2f')} "
+            f"| {r['train_images_per_second']:.1f} |")
+    return "\n".join(lines)
+
+
+def recipe_study_table(record: dict) -> str:
+    return "\n".join([recipe_study_markdown(record["rows"]), "", provenance_line(record["provenance"])])
+
+
+def ddpm_throughput_table(r: dict) -> str:
+    """Each training-speed option of benchmarks/ddpm_throughput.py against the eager step, measured in turns."""
+    lines = [f"| option | batch | img/s (median of {r['rounds']}) | img/s by round | x eager | warm-up s (3 steps) "
+             f"| optimiser steps for {r['workload_images']:,} images |", "|---|---:|---:|---|---:|---:|---:|"]
+    for name, o in r["options"].items():
+        lines.append(f"| {name} | {o['batch']} | {o['img_per_s']:.2f} | "
+                     f"{' / '.join(f'{x:.2f}' for x in o['img_per_s_rounds'])} | {o['ratio_to_eager']:.2f} "
+                     f"| {o['warmup_s']:.0f} | {o['steps_for_workload']} |")
+    return "\n".join(lines + ["", provenance_line(r["provenance"])])
+
+
+def ddpm_flops_table(r: dict) -> str:
+    """Where the forward's FLOPs go, per top-level block of the UNet (benchmarks/ddpm_throughput.py)."""
+    f = r["flops"]
+    lines = [f"One training step at batch {f['batch']}: {f['train_step_gflop']:.1f} GFLOP; the forward "
+             f"{f['forward_gflop']:.2f} GFLOP ({f['forward_gflop_per_image']:.2f} per image).", "",
+             f"| block | feature map | forward GFLOP (batch {f['batch']}) | share |", "|---|---:|---:|---:|"]
+    for name, b in f["forward_blocks"].items():
+        lines.append(f"| {name} | {b['resolution'] or ''} | {b['gflop']:.3f} | {100 * b['share']:.1f}% |")
+    lines += [""] + [f"Of these, the resampling convolution `{k}`: {g:.3f} GFLOP."
+                     for k, g in f["forward_resamplers_gflop"].items()]
+    return "\n".join(lines + ["", provenance_line(r["provenance"])])
+
+
 # NAME -> (JSON file relative to the repository, renderer, the command that writes the file)
 TABLES = {
     "demo": ("docs/results/demo.json", demo_table,
@@ -99,6 +155,12 @@ TABLES = {
                           "python benchmarks/sample_throughput.py --output_json ..."),
     "groupnorm_presets": ("benchmarks/results/groupnorm_presets.json", groupnorm_table,
                           "python benchmarks/groupnorm_presets.py --output_json ..."),
+    "recipe_study": ("benchmarks/results/recipe_study.json", recipe_study_table,
+                     "python benchmarks/recipe_study.py --output_json ..."),
+    "ddpm_throughput": ("benchmarks/results/ddpm_throughput.json", ddpm_throughput_table,
+                        "python benchmarks/ddpm_throughput.py --output_json ..."),
+    "ddpm_flops": ("benchmarks/results/ddpm_throughput.json", ddpm_flops_table,
+                   "python benchmarks/ddpm_throughput.py --output_json ..."),
 }
 
 

@@ -104,3 +104,32 @@ def test_demo_summary_writes_results_json(tmp_path, monkeypatch):
     assert record["wall_s"] == 13.0 and record["sum_s"] == 22.0 and record["budget_s"] == 20.0
     assert record["provenance"]["command"].startswith("python -m kface.demo")
     assert (tmp_path / "report.md").is_file()
+
+
+def test_recipe_study_and_ddpm_throughput_tables_by_hand():
+    """The recipe study's row and the speed and FLOP tables, each cell written out by hand from the record."""
+    from kface.docs_tables import ddpm_flops_table, ddpm_throughput_table, recipe_study_markdown
+
+    g = {"rca": 0.7, "rca_lo": 0.65, "rca_hi": 0.75, "oracle_fd": 20.0, "diversity": 1.2, "coverage_generated": None,
+         "coverage_real": None, "copies": None, "verdicts": None}
+    best = {**g, "rca": 0.9, "rca_lo": 0.85, "rca_hi": 0.95, "oracle_fd": 70.25, "diversity": 0.894,
+            "coverage_generated": 0.4, "coverage_real": 0.6654, "copies": 0.0,
+            "verdicts": {"kept": 5, "caricatured": 3, "lost": 2, "copied": 0}}
+    row = {"label": "scale-shift, seed 1", "seed": 1, "train_images": 17664, "train_images_per_second": 24.56,
+           "by_guidance": {"1.0": g, "3.0": best}, "best_guidance": 3.0,
+           "class_rca_at_best": {"a": 1.0, "b": 0.071}}
+    line = recipe_study_markdown([row]).splitlines()[2]
+    assert line == ("| scale-shift, seed 1 | 1 | 17,664 | 0.700 [0.650, 0.750] | 3 | 0.900 [0.850, 0.950] "
+                    "| 1.00 / 0.07 | 0.07 | 0.400 / 0.665 | 0.000 | 5 / 3 / 2 / 0 | 20.0 / 70.2 | 1.20 / 0.89 | 24.6 |")
+    prov = {"commit": "abc", "command": "python x", "machine": {}}
+    r = {"rounds": 2, "workload_images": 17700, "provenance": prov,
+         "options": {"eager": {"batch": 8, "img_per_s": 3.5, "img_per_s_rounds": [3.0, 4.0], "ratio_to_eager": 1.0,
+                               "warmup_s": 8.4, "steps_for_workload": 2213}},
+         "flops": {"batch": 8, "train_step_gflop": 11.93, "forward_gflop": 3.97, "forward_gflop_per_image": 0.496,
+                   "forward_blocks": {"up_blocks.1": {"gflop": 1.494, "share": 0.3766, "resolution": 16}},
+                   "forward_resamplers_gflop": {"up_blocks.1.upsamplers.0": 0.6}}}
+    assert ddpm_throughput_table(r).splitlines()[2] == "| eager | 8 | 3.50 | 3.00 / 4.00 | 1.00 | 8 | 2213 |"
+    flops = ddpm_flops_table(r).splitlines()
+    assert flops[0] == "One training step at batch 8: 11.9 GFLOP; the forward 3.97 GFLOP (0.50 per image)."
+    assert flops[4] == "| up_blocks.1 | 16 | 1.494 | 37.7% |"
+    assert "`up_blocks.1.upsamplers.0`: 0.600 GFLOP" in flops[6]
