@@ -2,8 +2,8 @@
 
 Each row: the training images it saw, RCA at w = 1 and at its best w (95% bootstrap intervals), class RCA at the
 best w, coverage against its real-vs-real ceiling and the share of near-copies of training images at the best w
-(evaluate.py's fidelity and memorisation), the identities kept, caricatured, lost and copied, oracle FD, feature
-diversity and training img/s. Written as JSON with its provenance; docs/recipe_study.md renders it
+(evaluate.py's fidelity and memorisation), the identities kept, caricatured, lost and copied, the guidance scales
+that meet the goal (``GOAL``), oracle FD, feature diversity and training img/s. Written as JSON with its provenance; docs/recipe_study.md renders it
 (``make docs``), with a small sample grid per row.
 
 Each folder is what the demo's DDPM, sample and evaluate commands write (docs/recipe_study.md gives them):
@@ -49,6 +49,8 @@ def gather(label: str, folder: Path) -> dict:
     fidelity = {r["guidance"]: r for r in fidelity_rows(evals)}
     verdicts = {r["guidance"]: r["per_class"] for r in verdict_rows(evals)}
     best = max(rows, key=lambda r: r["rca"])
+    lowest = {m["samples_meta"]["guidance_scale"]: min(v for v in class_rca(m).values() if v is not None)
+              for m in evals}
     config = json.loads((folder / "ddpm" / "training_config.json").read_text())
     keep = ("rca", "rca_lo", "rca_hi", "oracle_fd", "diversity", "balanced_rca")
     fid_keep = ("coverage_generated", "coverage_real", "coverage_ci", "copies", "verdicts")
@@ -58,7 +60,7 @@ def gather(label: str, folder: Path) -> dict:
             "trained_steps": config["trained_steps"], "train_batch_size": batch,
             "train_images": config["trained_steps"] * batch,
             "train_images_per_second": config["train_images_per_second"],
-            "by_guidance": {str(w): {**{k: r[k] for k in keep},
+            "by_guidance": {str(w): {**{k: r[k] for k in keep}, "lowest_class_rca": lowest[w],
                                      **{k: fidelity.get(w, {}).get(k) for k in fid_keep}}
                             for w, r in sorted(by_w.items())},
             "best_guidance": best["guidance"],

@@ -93,15 +93,28 @@ def _f(x, fmt: str = ".3f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
+# the generator's goal at a guidance scale: RCA, every identity's class RCA, coverage against real-vs-real
+GOAL = {"rca": 0.9, "lowest_class_rca": 0.7, "coverage_gap": 0.1}
+
+
+def meets_goal(g: dict) -> bool:
+    """RCA >= 0.9, every class RCA >= 0.7, coverage within 0.1 of real-vs-real, and no identity copied."""
+    cov, real, v = g.get("coverage_generated"), g.get("coverage_real"), g.get("verdicts")
+    return (g["rca"] >= GOAL["rca"] and (g.get("lowest_class_rca") or 0) >= GOAL["lowest_class_rca"]
+            and cov is not None and real is not None and cov >= real - GOAL["coverage_gap"]
+            and v is not None and v["copied"] == 0)
+
+
 def recipe_study_markdown(rows: list[dict]) -> str:
-    """The recipe study's rows (benchmarks/recipe_study.py): identity, coverage and copies at each row's best w."""
+    """The recipe study's rows (benchmarks/recipe_study.py): identity, coverage and copies at each row's best w,
+    and the guidance scales at which the row meets ``GOAL``."""
     def rca(g):
         return "n/a" if not g else f"{g['rca']:.3f} [{g['rca_lo']:.3f}, {g['rca_hi']:.3f}]"
 
-    lines = ["| recipe | seed | train images | RCA w = 1 | best w | RCA at best w | class RCA at best w (0000 .. 0009) "
+    lines = ["| recipe | seed | train images | RCA w = 1 | best w | RCA at best w | class RCA at best w (classes in order) "
              "| lowest class | coverage gen / real at best w | copies at best w | kept / caricatured / lost / copied "
-             "| oracle FD w = 1 / best | diversity w = 1 / best | train img/s |",
-             "|---|---:|---:|---|---:|---|---|---:|---|---:|---|---|---|---:|"]
+             "| goal met at w | oracle FD w = 1 / best | diversity w = 1 / best | train img/s |",
+             "|---|---:|---:|---|---:|---|---|---:|---|---:|---|---|---|---|---:|"]
     for r in rows:
         w1, b = r["by_guidance"].get("1.0") or {}, r["by_guidance"][str(r["best_guidance"])]
         cls = list(r["class_rca_at_best"].values())
@@ -111,6 +124,7 @@ def recipe_study_markdown(rows: list[dict]) -> str:
             f"| {r['label']} | {r['seed']} | {r['train_images']:,} | {rca(w1)} | {r['best_guidance']:g} | {rca(b)} "
             f"| {' / '.join(f'{x:.2f}' for x in cls)} | {min(cls):.2f} "
             f"| {_f(b.get('coverage_generated'))} / {_f(b.get('coverage_real'))} | {_f(b.get('copies'))} | {counts} "
+            f"| {', '.join(f'{float(w):g}' for w, g in r['by_guidance'].items() if meets_goal(g)) or 'none'} "
             f"| {_f(w1.get('oracle_fd'), '.1f')} / {_f(b.get('oracle_fd'), '.1f')} "
             f"| {_f(w1.get('diversity'), '.2f')} / {_f(b.get('diversity'), '.2f')} "
             f"| {r['train_images_per_second']:.1f} |")
@@ -157,6 +171,8 @@ TABLES = {
                           "python benchmarks/groupnorm_presets.py --output_json ..."),
     "recipe_study": ("benchmarks/results/recipe_study.json", recipe_study_table,
                      "python benchmarks/recipe_study.py --output_json ..."),
+    "recipe_digits": ("benchmarks/results/recipe_digits.json", recipe_study_table,
+                      "python benchmarks/recipe_study.py --output_json ..."),
     "ddpm_throughput": ("benchmarks/results/ddpm_throughput.json", ddpm_throughput_table,
                         "python benchmarks/ddpm_throughput.py --output_json ..."),
     "ddpm_flops": ("benchmarks/results/ddpm_throughput.json", ddpm_flops_table,

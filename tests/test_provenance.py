@@ -108,7 +108,7 @@ def test_demo_summary_writes_results_json(tmp_path, monkeypatch):
 
 def test_recipe_study_and_ddpm_throughput_tables_by_hand():
     """The recipe study's row and the speed and FLOP tables, each cell written out by hand from the record."""
-    from kface.docs_tables import ddpm_flops_table, ddpm_throughput_table, recipe_study_markdown
+    from kface.docs_tables import ddpm_flops_table, ddpm_throughput_table, meets_goal, recipe_study_markdown
 
     g = {"rca": 0.7, "rca_lo": 0.65, "rca_hi": 0.75, "oracle_fd": 20.0, "diversity": 1.2, "coverage_generated": None,
          "coverage_real": None, "copies": None, "verdicts": None}
@@ -120,7 +120,17 @@ def test_recipe_study_and_ddpm_throughput_tables_by_hand():
            "class_rca_at_best": {"a": 1.0, "b": 0.071}}
     line = recipe_study_markdown([row]).splitlines()[2]
     assert line == ("| scale-shift, seed 1 | 1 | 17,664 | 0.700 [0.650, 0.750] | 3 | 0.900 [0.850, 0.950] "
-                    "| 1.00 / 0.07 | 0.07 | 0.400 / 0.665 | 0.000 | 5 / 3 / 2 / 0 | 20.0 / 70.2 | 1.20 / 0.89 | 24.6 |")
+                    "| 1.00 / 0.07 | 0.07 | 0.400 / 0.665 | 0.000 | 5 / 3 / 2 / 0 | none | 20.0 / 70.2 | 1.20 / 0.89 | 24.6 |")
+    # the goal: RCA >= 0.9, every class >= 0.7, coverage within 0.1 of real-vs-real (0.665 - 0.1), no copy
+    kept = {"kept": 10, "caricatured": 0, "lost": 0, "copied": 0}
+    good = {**best, "lowest_class_rca": 0.7, "coverage_generated": 0.566, "verdicts": kept}
+    assert meets_goal(good)
+    assert not meets_goal({**good, "coverage_generated": 0.564})
+    assert not meets_goal({**good, "lowest_class_rca": 0.69})
+    assert not meets_goal({**good, "rca": 0.899})
+    assert not meets_goal({**good, "verdicts": {**kept, "copied": 1}})
+    row["by_guidance"]["1.5"] = good
+    assert recipe_study_markdown([row]).splitlines()[2].split(" | ")[11] == "1.5"
     prov = {"commit": "abc", "command": "python x", "machine": {}}
     r = {"rounds": 2, "workload_images": 17700, "provenance": prov,
          "options": {"eager": {"batch": 8, "img_per_s": 3.5, "img_per_s_rounds": [3.0, 4.0], "ratio_to_eager": 1.0,
