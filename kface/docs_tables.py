@@ -171,6 +171,8 @@ TABLES = {
                           "python benchmarks/groupnorm_presets.py --output_json ..."),
     "recipe_study": ("benchmarks/results/recipe_study.json", recipe_study_table,
                      "python benchmarks/recipe_study.py --output_json ..."),
+    "recipe_curve": ("benchmarks/results/recipe_curve.json", recipe_study_table,
+                     "python benchmarks/recipe_study.py --output_json ..."),
     "recipe_digits": ("benchmarks/results/recipe_digits.json", recipe_study_table,
                       "python benchmarks/recipe_study.py --output_json ..."),
     "ddpm_throughput": ("benchmarks/results/ddpm_throughput.json", ddpm_throughput_table,
