@@ -67,12 +67,12 @@ DEMO_DDPM_LR ?= 1e-3
 # v_prediction: the eps it implies at t = T-1 tracks x_T (slope 0.998 in the demo; 0.345 for the eps model of the
 # one-lane demo before) and it scored higher with every sampler (docs/benchmarks.md, "the training recipe")
 DEMO_DDPM_PREDICTION ?= v_prediction
-# min-SNR-gamma loss weighting (train_ddpm.py --snr_gamma; empty: off). With the preset's scale-shift conditioning it
-# raised RCA at w = 1 from 0.508 to 0.676 and 0.784 (seeds 0 and 1), oracle FD at w = 1 from 47 to 13
-# (docs/recipe_study.md)
+# min-SNR-gamma loss weighting (train_ddpm.py --snr_gamma; empty: off). With the preset's scale-shift conditioning and
+# the cosine schedule below it raised RCA at w = 1 from 0.508 / 0.525 to 0.824 / 0.847 (training seeds 0 / 1) at the
+# same budget, coverage staying near real (docs/recipe_study.md)
 DEMO_DDPM_SNR_GAMMA ?= 5
 # the noise schedule (train_ddpm.py --beta_schedule). At 32 px the cosine schedule spends fewer steps near pure noise
-# than the linear one: on the demo's recipe it raised RCA at w = 1 and kept coverage near real (docs/recipe_study.md)
+# than the linear one (part of the recipe measured above; docs/ddpm.md)
 DEMO_DDPM_BETA_SCHEDULE ?= squaredcos_cap_v2
 # the guidance sweep: each scale is a sample stage (w = 0 and 1 cost one UNet pass per step, the others two) and an
 # evaluation. Past w = 1.5 identity stops rising while coverage keeps falling: the guided faces turn into caricatures
