@@ -64,7 +64,7 @@ DEMO_ORACLE_STEM ?= off
 DEMO_DDPM_EPOCHS ?= 12
 DEMO_DDPM_BATCH ?= 8
 DEMO_DDPM_LR ?= 1e-3
-# v_prediction: the eps it implies at t = T-1 tracks x_T (slope 0.998 in the demo; 0.345 for the eps model of the
+# v_prediction: the eps it implies at t = T-1 tracks x_T (slope 1.000 in the demo; 0.345 for the eps model of the
 # one-lane demo before) and it scored higher with every sampler (docs/benchmarks.md, "the training recipe")
 DEMO_DDPM_PREDICTION ?= v_prediction
 # min-SNR-gamma loss weighting (train_ddpm.py --snr_gamma; empty: off). With the preset's scale-shift conditioning and
@@ -75,7 +75,7 @@ DEMO_DDPM_SNR_GAMMA ?= 5
 # than the linear one (part of the recipe measured above; docs/ddpm.md)
 DEMO_DDPM_BETA_SCHEDULE ?= squaredcos_cap_v2
 # the guidance sweep: each scale is a sample stage (w = 0 and 1 cost one UNet pass per step, the others two) and an
-# evaluation. Past w = 1.5 identity stops rising while coverage keeps falling: the guided faces turn into caricatures
+# evaluation. Past w = 1.5 identity rises little while coverage keeps falling: the guided faces turn into caricatures
 # (docs/recipe_study.md)
 DEMO_GUIDANCE ?= 0.0 1.0 1.5 2.0
 # chosen on the demo's model (docs/benchmarks.md): the stochastic SDE-DPM-Solver++ at 10 steps is within
