@@ -36,7 +36,7 @@ from kface.data.memory import in_memory_loaders
 from kface.train.checkpoints import Checkpointer, keep_or_resume_training, resolve_resume
 from kface.train.distributed import check_replicas
 from kface.train.monitor import TrainingMonitor
-from kface.train.speed import add_speed_args, compile_or_eager, make_adamw
+from kface.train.speed import ThreadFollower, add_speed_args, compile_or_eager, make_adamw
 from kface.train.setup import build_accelerator, image_loaders, resume_batches, setup_logging, steps_per_epoch
 from kface.utils.args import (DATASET_HINT, add_data_args, add_hub_args, add_license_arg, add_training_args,
                               check_guidance, non_negative_int, positive_float, positive_int, recordable_args,
@@ -222,6 +222,8 @@ def train(args, run: Run, loader, *, start: int, total: int) -> dict:
     per_epoch = run.checkpointer.steps_per_epoch
     stop = min(total, args.max_train_steps or total)
     step, images, seconds, grid, micro = start, 0, 0.0, None, 0
+    threads = ThreadFollower(args.cpu_threads_file, step=start)  # cores freed by another job, mid-run (make demo)
+    threads.poll(step)
     bar = tqdm(total=stop, initial=start, desc="train", disable=not accelerator.is_local_main_process)
     try:  # the bar is closed before an error is reported, so that the error stays the last line
         for epoch in range(start // per_epoch, args.epochs):
@@ -242,6 +244,7 @@ def train(args, run: Run, loader, *, start: int, total: int) -> dict:
                 if ema is not None:
                     ema.step(run.unet.parameters())
                 bar.update(1)
+                threads.poll(step)
                 seconds += time.perf_counter() - tic  # throughput: data + training steps, not saving/sampling
                 if step % args.logging_steps == 0 or step >= stop:
                     logs = {**monitor.read(), "train/lr": run.lr_scheduler.get_last_lr()[0],
@@ -258,7 +261,7 @@ def train(args, run: Run, loader, *, start: int, total: int) -> dict:
         bar.close()
     return {"trained_steps": step, "planned_steps": total, "steps_per_epoch": per_epoch, "last_grid": grid,
             "train_images_per_second": round(images / seconds, 2) if seconds > 0 else None,
-            "skipped_steps": monitor.skipped_steps, **monitor.precision}
+            "skipped_steps": monitor.skipped_steps, "cpu_threads": threads.changes, **monitor.precision}
 
 
 def save_results(args, run: Run, config: dict, summary: dict) -> None:

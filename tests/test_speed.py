@@ -3,6 +3,7 @@ train_ddpm.py run with them."""
 
 import json
 import logging
+import os
 
 import pytest
 import torch
@@ -121,3 +122,60 @@ def test_train_ddpm_with_every_speed_flag_and_a_broken_compiler(monkeypatch, tin
     assert saved["args"]["compile"] is True and saved["args"]["adamw_impl"] == "foreach"
     assert saved["unet"]["resnet_time_scale_shift"] == "scale_shift"
     assert (out / "model_index.json").is_file()
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_follow_the_file_and_bad_contents_change_nothing(tmp_path, caplog, restore_threads):
+    from kface.train.speed import ThreadFollower
+
+    path = tmp_path / "threads"
+    follower = ThreadFollower(path, step=3)
+    assert follower.poll(3) == 1 and torch.get_num_threads() == 1  # no file yet
+
+    def write(text, stamp):  # explicit mtimes: two writes within the clock's tick would look unchanged
+        path.write_text(text)
+        os.utime(path, ns=(stamp, stamp))
+
+    write("2\n", 10**9)
+    assert follower.poll(7) == 2 and torch.get_num_threads() == 2
+    torch.set_num_threads(1)  # the file did not change since: it is not read again
+    assert follower.poll(8) == 1
+    write("", 2 * 10**9)  # a shell's `echo 2 > file` caught between truncate and write
+    assert follower.poll(9) == 1
+    with caplog.at_level(logging.WARNING, logger="kface"):
+        write("two", 3 * 10**9)
+        assert follower.poll(10) == 1
+        write("0", 4 * 10**9)
+        assert follower.poll(11) == 1
+    assert [r.getMessage() for r in caplog.records if "thread count" in r.getMessage()] == [
+        f"--cpu_threads_file {path} holds 'two', not a positive thread count: ignored"]  # warned once
+    write("2", 5 * 10**9)
+    assert follower.poll(12) == 2 and torch.get_num_threads() == 2
+    assert follower.changes == [[3, 1], [7, 2], [12, 2]]
+    assert ThreadFollower(None).poll(5) == 2  # no file: the count stays where it is
+
+
+def test_train_ddpm_takes_the_threads_the_file_gives(tiny_dataset, tmp_path, restore_threads):
+    """The run starts on one thread (this module's), the file says 2 from the first step: training_config.json
+    records both, and torch ran at 2 when the script returned."""
+    import train_ddpm
+
+    assert torch.get_num_threads() == 1
+    config = tmp_path / "unet.json"
+    config.write_text(json.dumps(SMALL))
+    (tmp_path / "threads").write_text("2\n")
+    out = tmp_path / "ddpm"
+    args = train_ddpm.parse_args([
+        "--dataset", str(tiny_dataset), "--output_dir", str(out), "--model_config", str(config),
+        "--train_batch_size", "8", "--max_train_steps", "2", "--lr_warmup_steps", "1", "--report_to", "none",
+        "--validation_images_per_class", "1", "--validation_inference_steps", "2",
+        "--cpu_threads_file", str(tmp_path / "threads")])
+    train_ddpm.main(args)
+    saved = json.loads((out / "training_config.json").read_text())
+    assert saved["cpu_threads"] == [[0, 1], [0, 2]] and torch.get_num_threads() == 2
