@@ -61,7 +61,7 @@ DEMO_ORACLE_STEM ?= off
 # ~1470 crops = 2208 steps, ~10.5 min on one core. The lane's budget buys ~17k images; with the UNet before its
 # scale-shift conditioning they scored, as 2208 steps of 8, RCA 0.508 / 0.602 at w = 1 / 3 (oracle FD 47 at w = 1),
 # as 1104 steps of 16 0.475 / 0.568 (FD 58), as 552 steps of 32 0.386 / 0.570 (FD 89)
-DEMO_DDPM_EPOCHS ?= 12
+DEMO_DDPM_EPOCHS ?= 16
 DEMO_DDPM_BATCH ?= 8
 DEMO_DDPM_LR ?= 1e-3
 # v_prediction: the eps it implies at t = T-1 tracks x_T (slope 1.000 in the demo; 0.345 for the eps model of the
@@ -93,7 +93,8 @@ STAGE = $(OFFLINE) $(PY) -m kface.demo stage --log $(D)/stage_times.json --name
 # both threads (benchmarks/lane_throughput.py: oracle 120.7 img/s on one thread beside the DDPM against 158.4 alone
 # on two, DDPM 32.6 against 53.1; docs/demo.md, "Two lanes"). DEMO_JOBS=1 runs the stages one after another.
 DEMO_JOBS ?= 2
-DEMO_THREADS ?= $(shell n=$$(( $$(nproc) / $(DEMO_JOBS) )); echo $$(( n > 0 ? n : 1 )))
+NPROC := $(shell nproc)
+DEMO_THREADS ?= $(shell n=$$(( $(NPROC) / $(DEMO_JOBS) )); echo $$(( n > 0 ? n : 1 )))
 # accelerate launch picks the GPU when there is one, the CPU otherwise. Without --cpu it sets OMP_NUM_THREADS=1
 # for the script; --num_cpu_threads_per_process sets it to the lane's share of the cores instead.
 LAUNCH = $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no \
@@ -118,7 +119,13 @@ demo: install
 
 demo-stages: $(EVALS)
 
-$(D)/eval/guidance_%/metrics.json: $(addsuffix /metrics.json,$(ORACLES)) $(D)/samples/.done-w%
+# Once every oracle is trained, its lane's cores go to the DDPM, still training in the other lane: train_ddpm.py
+# reads this file between steps (--cpu_threads_file) and takes all the cores for its last steps. An evaluation
+# needs the oracles anyway, so make writes the file as soon as they are done.
+$(D)/.ddpm_threads: $(addsuffix /metrics.json,$(ORACLES))
+	echo $(NPROC) > $@
+
+$(D)/eval/guidance_%/metrics.json: $(D)/.ddpm_threads $(addsuffix /metrics.json,$(ORACLES)) $(D)/samples/.done-w%
 	$(STAGE) evaluate_w$* -- $(LAUNCH) no evaluate.py --samples $(D)/samples/guidance_$* --dataset $(D)/data \
 	    --resolution 32 --output_dir $(D)/eval/guidance_$* --bootstrap 1000 --oracle $(ORACLES)
 
@@ -162,7 +169,7 @@ $(D)/ddpm/model_index.json: $(D)/data/preprocess_report.json
 	    $(if $(DEMO_DDPM_SNR_GAMMA),--snr_gamma $(DEMO_DDPM_SNR_GAMMA)) --beta_schedule $(DEMO_DDPM_BETA_SCHEDULE) \
 	    --checkpointing_steps 500 --checkpoints_total_limit 1 --validation_steps 0 \
 	    --validation_scheduler $(DEMO_SAMPLER) --validation_inference_steps $(DEMO_SAMPLER_STEPS) --output_dir $(D)/ddpm \
-	    --resume_from_checkpoint latest --report_to none
+	    --cpu_threads_file $(D)/.ddpm_threads --resume_from_checkpoint latest --report_to none
 	rm -rf $(D)/ddpm/checkpoint-*
 
 demo-clean:
