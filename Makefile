@@ -57,10 +57,12 @@ DEMO_ORACLE_VAL ?= 0
 DEMO_ROBUST ?= 0
 DEMO_ORACLE_WARMUP ?= 0
 DEMO_ORACLE_STEM ?= off
-# tiny UNet (0.5 GFLOP per forward, ~27-30 img/s on one core), v-prediction, AdamW 1e-3, batch 8: 12 epochs of
-# ~1470 crops = 2208 steps, ~10.5 min on one core. The lane's budget buys ~17k images; with the UNet before its
-# scale-shift conditioning they scored, as 2208 steps of 8, RCA 0.508 / 0.602 at w = 1 / 3 (oracle FD 47 at w = 1),
-# as 1104 steps of 16 0.475 / 0.568 (FD 58), as 552 steps of 32 0.386 / 0.570 (FD 89)
+# tiny UNet (0.5 GFLOP per forward, ~27-30 img/s on one core, ~42 on two), v-prediction, AdamW 1e-3, batch 8: 16
+# epochs of ~1470 crops = 2944 steps, ~12 min on 2 cores: one beside the oracle for ~1550 steps, then both (see
+# .ddpm_threads below). At 12 epochs (17.7k images) RCA at w = 1 was 0.824, at 16 0.888, at 24 0.947 (seed 0,
+# docs/recipe_study.md); with the UNet before its scale-shift conditioning, 17.7k images scored, as 2208 steps of 8,
+# RCA 0.508 / 0.602 at w = 1 / 3 (oracle FD 47 at w = 1), as 1104 steps of 16 0.475 / 0.568 (FD 58), as 552 steps of
+# 32 0.386 / 0.570 (FD 89)
 DEMO_DDPM_EPOCHS ?= 16
 DEMO_DDPM_BATCH ?= 8
 DEMO_DDPM_LR ?= 1e-3
@@ -94,7 +96,7 @@ STAGE = $(OFFLINE) $(PY) -m kface.demo stage --log $(D)/stage_times.json --name
 # Two lanes side by side (make -j$(DEMO_JOBS)): the oracle in one, the DDPM and its sampling in the other, each on
 # nproc / DEMO_JOBS threads. On 2 cores the two trainings take 540 s this way against 610 s one after the other on
 # both threads (benchmarks/lane_throughput.py: oracle 120.7 img/s on one thread beside the DDPM against 158.4 alone
-# on two, DDPM 32.6 against 53.1; docs/demo.md, "Two lanes"). DEMO_JOBS=1 runs the stages one after another.
+# on two, DDPM 32.6 against 53.1; docs/benchmarks.md, "Two lanes"). DEMO_JOBS=1 runs the stages one after another.
 DEMO_JOBS ?= 2
 NPROC := $(shell nproc)
 DEMO_THREADS ?= $(shell n=$$(( $(NPROC) / $(DEMO_JOBS) )); echo $$(( n > 0 ? n : 1 )))

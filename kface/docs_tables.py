@@ -89,6 +89,19 @@ def groupnorm_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def lane_throughput_table(r: dict) -> str:
+    w, a, b = r["workload_images"], r["img_per_s_alone"], r["img_per_s_side_by_side"]
+    lines = [f"| stage | img/s alone, {r['threads_alone']} threads | img/s side by side, {r['threads_side_by_side']} "
+             "thread(s) each | side by side / alone |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {a[k]:.1f} | {b[k]:.1f} | {b[k] / a[k]:.2f} |" for k in ("oracle", "ddpm")]
+    lines += ["", f"The demo's workload (oracle {w['oracle']:,} images, DDPM {w['ddpm']:,}): one after the other "
+              f"{r['seconds_one_after_other']:.0f} s; side by side {r['seconds_side_by_side']:.0f} s "
+              f"({r['speedup']:.2f}x); side by side, then the DDPM alone on every core once the oracle is done "
+              f"{r['seconds_side_by_side_then_handover']:.0f} s ({r['handover_speedup']:.2f}x over side by side).",
+              "", provenance_line(r["provenance"])]
+    return "\n".join(lines)
+
+
 def _f(x, fmt: str = ".3f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
@@ -179,6 +192,8 @@ TABLES = {
                         "python benchmarks/ddpm_throughput.py --output_json ..."),
     "ddpm_flops": ("benchmarks/results/ddpm_throughput.json", ddpm_flops_table,
                    "python benchmarks/ddpm_throughput.py --output_json ..."),
+    "lane_throughput": ("benchmarks/results/lane_throughput.json", lane_throughput_table,
+                        "python benchmarks/lane_throughput.py --output_json ..."),
 }
 
 
