@@ -27,9 +27,9 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=25.0, help="Timed training per measurement, after warm-up.")
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="Cores to share (the demo: nproc).")
-    # the demo's presets: 30 epochs x 1467 crops for the oracle, 16 x 1467 for the DDPM
+    # the demo's presets: 30 epochs x 1467 crops for the oracle, 15 x 1467 for the DDPM
     p.add_argument("--oracle_images", type=int, default=30 * 1467)
-    p.add_argument("--ddpm_images", type=int, default=16 * 1467)
+    p.add_argument("--ddpm_images", type=int, default=15 * 1467)
     add_output_json_arg(p)
     return p.parse_args()
 
