@@ -94,9 +94,10 @@ DEMO_BUDGET_S ?= 1200
 D := $(DEMO_DIR)
 STAGE = $(OFFLINE) $(PY) -m kface.demo stage --log $(D)/stage_times.json --name
 # Two lanes side by side (make -j$(DEMO_JOBS)): the oracle in one, the DDPM and its sampling in the other, each on
-# nproc / DEMO_JOBS threads. On 2 cores the two trainings take 540 s this way against 610 s one after the other on
-# both threads (benchmarks/lane_throughput.py: oracle 120.7 img/s on one thread beside the DDPM against 158.4 alone
-# on two, DDPM 32.6 against 53.1; docs/benchmarks.md, "Two lanes"). DEMO_JOBS=1 runs the stages one after another.
+# nproc / DEMO_JOBS threads, the DDPM taking the oracle's threads once it is done (.ddpm_threads below). On 2 cores
+# the two trainings take 621 s this way against 750 s one after the other on both threads and 766 s side by side
+# without the handover (benchmarks/results/lane_throughput.json; docs/benchmarks.md, "Two lanes").
+# DEMO_JOBS=1 runs the stages one after another.
 DEMO_JOBS ?= 2
 NPROC := $(shell nproc)
 DEMO_THREADS ?= $(shell n=$$(( $(NPROC) / $(DEMO_JOBS) )); echo $$(( n > 0 ? n : 1 )))
