@@ -188,6 +188,8 @@ TABLES = {
                      "python benchmarks/recipe_study.py --output_json ..."),
     "recipe_digits": ("benchmarks/results/recipe_digits.json", recipe_study_table,
                       "python benchmarks/recipe_study.py --output_json ..."),
+    "recipe_schedule": ("benchmarks/results/recipe_schedule.json", recipe_study_table,
+                        "python benchmarks/recipe_study.py --output_json ..."),
     "ddpm_throughput": ("benchmarks/results/ddpm_throughput.json", ddpm_throughput_table,
                         "python benchmarks/ddpm_throughput.py --output_json ..."),
     "ddpm_flops": ("benchmarks/results/ddpm_throughput.json", ddpm_flops_table,
