@@ -60,9 +60,9 @@ DEMO_ORACLE_STEM ?= off
 # tiny UNet (0.5 GFLOP per forward, ~27-30 img/s on one core, ~42 on two), v-prediction, AdamW 1e-3, batch 8: 15
 # epochs of ~1470 crops = 2760 steps, ~12 min: on one core beside the oracle for ~1550 steps, then on both (see
 # .ddpm_threads below). 16 epochs took the stages to 1163 and 1204 s on two runs, past the budget on the second;
-# RCA against epochs is in docs/recipe_study.md; with the UNet before its scale-shift conditioning, 17.7k images scored, as 2208 steps of 8,
-# RCA 0.508 / 0.602 at w = 1 / 3 (oracle FD 47 at w = 1), as 1104 steps of 16 0.475 / 0.568 (FD 58), as 552 steps of
-# 32 0.386 / 0.570 (FD 89)
+# RCA against epochs is in docs/recipe_study.md. With the UNet before its scale-shift conditioning, 17.7k images
+# scored, as 2208 steps of 8, RCA 0.508 / 0.602 at w = 1 / 3 (oracle FD 47 at w = 1), as 1104 steps of 16
+# 0.475 / 0.568 (FD 58), as 552 steps of 32 0.386 / 0.570 (FD 89)
 DEMO_DDPM_EPOCHS ?= 15
 DEMO_DDPM_BATCH ?= 8
 DEMO_DDPM_LR ?= 1e-3

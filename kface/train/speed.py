@@ -74,8 +74,8 @@ class ThreadFollower:
 
     A scheduler that runs jobs side by side can hand a still-training job the cores another job has freed:
     ``make demo`` trains the oracle and the DDPM in two lanes of one thread each, and once the oracle is done it
-    writes the core count here, so that the DDPM's last few hundred steps run on both cores instead of leaving
-    one idle (docs/demo.md, "The stages"). Changing the count changes only the speed, not what a step computes
+    writes the core count here, so that the DDPM's remaining steps run on both cores instead of leaving one
+    idle (docs/demo.md, "The stages"). Changing the count changes only the speed, not what a step computes
     (beyond float rounding). The file is read only when its modification time changes; a missing, empty or
     half-written file changes nothing; a file that does not hold a positive integer gets one warning.
     """
